@@ -1,0 +1,21 @@
+"""Component: distil the student from the frozen teacher."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from slipway.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def distill_student(
+    config: dict, run_id: str, dataset: Input[Dataset], teacher: Input[Model], model: Output[Model]
+) -> float:
+    """Returns the best validation accuracy."""
+    from pathlib import Path
+
+    from slipway import steps
+
+    cfg = steps.begin(config)
+    result = steps.distill_student(cfg, run_id, Path(dataset.path), Path(teacher.path), Path(model.path))
+    model.metadata.update({"framework": "pytorch", "role": "student", "best_epoch": result.best_epoch})
+    return result.best_val_accuracy

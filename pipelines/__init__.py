@@ -1,0 +1,41 @@
+"""Slipway's KFP pipelines, by the name the CLI uses, with the preset each runs by default."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slipway.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PipelineEntry:
+    name: str
+    target: str  # "module:function", imported lazily so that the CLI starts fast
+    preset: str
+    description: str
+
+    def load(self) -> Callable[..., Any]:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+PIPELINES: dict[str, PipelineEntry] = {
+    entry.name: entry
+    for entry in [
+        PipelineEntry(
+            "quickstart",
+            "slipway.pipelines.quickstart:quickstart",
+            "quickstart",
+            "train -> distill -> ONNX -> evaluate -> gate -> register -> Triton repository",
+        ),
+    ]
+}
+
+
+def get_pipeline(name: str) -> PipelineEntry:
+    if name not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {name!r}; expected one of {', '.join(sorted(PIPELINES))}")
+    return PIPELINES[name]

@@ -1,0 +1,20 @@
+"""Structured, readable logs for the CLI and for every pipeline step (the same format in both)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from rich.logging import RichHandler
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Idempotent: configures the `slipway` logger once, level from $SLIPWAY_LOG_LEVEL (default INFO)."""
+    logger = logging.getLogger("slipway")
+    if any(isinstance(h, RichHandler) for h in logger.handlers):
+        return
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False, log_time_format="%H:%M:%S")
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level or os.environ.get("SLIPWAY_LOG_LEVEL", "INFO"))
+    logger.propagate = False
