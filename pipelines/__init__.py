@@ -29,7 +29,19 @@ PIPELINES: dict[str, PipelineEntry] = {
             "quickstart",
             "slipway.pipelines.quickstart:quickstart",
             "quickstart",
-            "train -> distill -> ONNX -> evaluate -> gate -> register -> Triton repository",
+            "train -> distill -> prune -> ONNX -> INT8/FP16 -> select -> gate -> register -> Triton repository",
+        ),
+        PipelineEntry(
+            "optimize",
+            "slipway.pipelines.optimize:optimize",
+            "optimize",
+            "registered version or checkpoint -> prune -> ONNX -> INT8/FP16 -> select -> gate -> challenger",
+        ),
+        PipelineEntry(
+            "drift",
+            "slipway.pipelines.drift:drift",
+            "drift",
+            "captured window -> Evidently drift report -> drift_detected -> (optional) retraining run",
         ),
     ]
 }

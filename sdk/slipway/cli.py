@@ -110,5 +110,20 @@ def config_show(pipeline: str, config_file: str | None, overrides: tuple[str, ..
     console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), highlight=False)
 
 
+def _register_subsystems() -> None:
+    """Verbs owned by other modules; each module keeps its heavy imports inside its commands."""
+    from slipway.kubeflow_cli import runs, schedule, submit
+    from slipway.monitoring.cli import drift_group, monitor_group
+    from slipway.serving.cli import serve, smoke
+    from slipway.serving.rollout_cli import deploy, rollout
+
+    for command in (serve, smoke, deploy, rollout, submit, runs, schedule):
+        main.add_command(command)
+    main.add_command(monitor_group, "monitor")
+    main.add_command(drift_group, "drift")
+
+
+_register_subsystems()
+
 if __name__ == "__main__":
     main()

@@ -13,8 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slipway.errors import ConfigError
+from slipway.platform import ClusterConfig
 
-PRESETS = ("quickstart",)
+PRESETS = ("quickstart", "mnist1d", "optimize", "drift")
 
 
 class StrictModel(BaseModel):
@@ -38,6 +39,50 @@ class ModelSpec(StrictModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class DistributedConfig(StrictModel):
+    """Where multi-node training runs in a cluster: a Kubeflow Trainer TrainJob or a Training Operator PyTorchJob.
+
+    The job writes the trained model to `artifact_uri_prefix/<job name>/model.pt`, which the next step reads.
+    """
+
+    engine: Literal["trainjob", "pytorchjob"] = Field(
+        "trainjob", description="trainjob: Kubeflow Trainer v2; pytorchjob: Training Operator v1"
+    )
+    runtime: str = Field(
+        "torch-distributed", min_length=1, description="ClusterTrainingRuntime a TrainJob refers to"
+    )
+    num_nodes: int = Field(1, ge=1, le=1024, description="pods (nodes); one torchrun agent per node")
+    gpus_per_node: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per node, one process per GPU")
+    cpu_per_node: str | None = Field(None, description="CPU request/limit per node, e.g. '8' (None: unset)")
+    memory_per_node: str | None = Field(None, description="memory request/limit per node, e.g. '64Gi'")
+    namespace: str = Field("kubeflow", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    artifact_uri_prefix: str = Field(
+        "s3://slipway/distributed", min_length=1, description="object-storage folder for job outputs"
+    )
+    timeout_s: float = Field(6 * 3600, gt=0, description="fail the step when the job has not finished")
+    poll_interval_s: float = Field(10.0, gt=0, le=600)
+    elastic_min_nodes: int | None = Field(
+        None, ge=1, description="PyTorchJob only: elasticPolicy.minReplicas (None: not elastic)"
+    )
+    elastic_max_restarts: int = Field(3, ge=0, description="PyTorchJob elasticPolicy.maxRestarts")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="plain environment for the trainer (e.g. MLFLOW_TRACKING_URI)"
+    )
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment from Kubernetes secrets: NAME -> 'secret-name:key' (credentials)",
+    )
+
+    @model_validator(mode="after")
+    def _secret_refs(self) -> DistributedConfig:
+        bad = [k for k, v in self.secret_env.items() if v.count(":") != 1 or "" in v.split(":")]
+        if bad:
+            raise ValueError(f"secret_env {bad}: values must look like 'secret-name:key'")
+        if self.elastic_min_nodes is not None and self.elastic_min_nodes > self.num_nodes:
+            raise ValueError("elastic_min_nodes must not exceed num_nodes")
+        return self
+
+
 class TrainConfig(StrictModel):
     epochs: int = Field(30, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
@@ -49,6 +94,19 @@ class TrainConfig(StrictModel):
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
     checkpoint_dir: str | None = Field(
         None, description="stable folder: a rerun resumes from it (None: no resume)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when available (one GPU per process), else CPU"
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast dtype on CUDA (fp16 adds a GradScaler); CPU always trains in fp32"
+    )
+    sync_batchnorm: bool = Field(
+        True, description="SyncBatchNorm under DDP on CUDA (gloo on CPU cannot: per-rank statistics)"
+    )
+    distributed: DistributedConfig = Field(
+        default_factory=lambda: DistributedConfig.model_validate({}),
+        description="cluster training (components/train_distributed)",
     )
 
 
@@ -96,6 +154,9 @@ class TritonConfig(StrictModel):
     max_queue_delay_us: int = Field(500, ge=0)
     instance_count: int = Field(1, ge=1)
     instance_kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
+    tensorrt_accelerator: bool = Field(
+        False, description="ONNX models: let Triton's ONNX Runtime backend run them through TensorRT (FP16, GPU)"
+    )
 
     @model_validator(mode="after")
     def _preferred_within_max(self) -> TritonConfig:
@@ -103,6 +164,127 @@ class TritonConfig(StrictModel):
         if self.max_batch_size and too_big:
             raise ValueError(f"preferred_batch_sizes {too_big} must lie in 1..max_batch_size")
         return self
+
+
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+OptimizedFormat = Literal["onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16"]
+
+
+class PruneConfig(StrictModel):
+    """Pruning the student, then recovering accuracy by distillation (see docs/optimization.md)."""
+
+    method: Literal["structured", "unstructured", "none"] = Field(
+        "structured",
+        description="structured: remove whole channels (torch-pruning, smaller and faster); "
+        "unstructured: zero single weights by magnitude (sparsity only, same size and speed)",
+    )
+    ratio: float = Field(0.3, ge=0, lt=1, description="fraction of channels (or weights) to remove")
+    importance: Literal["l1", "l2", "bn_scale"] = Field("l2", description="how channels are ranked")
+    iterative_steps: int = Field(1, ge=1, le=100, description="prune in this many rounds")
+    round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this")
+    finetune: DistillConfig = Field(
+        default_factory=lambda: DistillConfig(epochs=15, lr=1e-3, patience=6),
+        description="distillation fine-tuning after pruning (epochs=0 is not allowed: it always recovers)",
+    )
+
+
+class QuantizeConfig(StrictModel):
+    """Post-training quantization with ONNX Runtime; each output is checked against FP32 ONNX."""
+
+    int8: bool = Field(True, description="static INT8, QDQ format (also what TensorRT consumes)")
+    fp16: bool = Field(True, description="FP16 weights and activations (GPU formats; slow on most CPUs)")
+    calibration_method: CalibrationMethod = "minmax"
+    fallback_calibration_method: CalibrationMethod | None = Field(
+        "percentile", description="tried after keeping the first and last layers in FP32 did not suffice"
+    )
+    calibration_samples: int = Field(256, ge=8, description="training-split samples used for calibration")
+    per_channel: bool = Field(True, description="per-output-channel weight scales")
+    activation_type: Literal["uint8", "int8"] = Field(
+        "uint8", description="uint8: best on x86 CPUs (VNNI); int8 (symmetric): required by TensorRT"
+    )
+    accuracy_budget_points: float = Field(
+        1.0, ge=0, le=100, description="max test accuracy drop vs the FP32 ONNX model, in points"
+    )
+    parity_min_agreement: float = Field(0.99, gt=0, le=1, description="top-1 agreement with FP32 ONNX")
+    fallback_fp32_nodes: bool = Field(
+        True, description="over budget: retry with the first and last layers' nodes kept in FP32"
+    )
+
+
+class TensorRTConfig(StrictModel):
+    """TensorRT engine build (GPU image only): precision, optimization profile, workspace, timing cache."""
+
+    enabled: bool = False
+    fp16: bool = True
+    int8: bool = Field(False, description="build from the INT8 QDQ model (explicit quantization)")
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int = Field(64, ge=1)
+    max_batch: int = Field(256, ge=1)
+    workspace_mb: int = Field(1024, ge=16)
+    timing_cache: str | None = Field(None, description="timing cache file, reused across builds")
+    parity_min_agreement: float = Field(0.99, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _batch_order(self) -> TensorRTConfig:
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError(
+                f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, "
+                f"{self.max_batch}"
+            )
+        return self
+
+
+class CompressConfig(StrictModel):
+    """Compression between distillation and evaluation; the fastest candidate within budget is shipped."""
+
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
+    accuracy_budget_points: float = Field(
+        1.0, ge=0, le=100, description="a candidate may lose at most this much test accuracy vs the source"
+    )
+    candidates: list[OptimizedFormat] = Field(
+        default_factory=lambda: ["onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16"],
+        description="formats the optimizer may choose from",
+    )
+
+
+class OptimizeSourceConfig(StrictModel):
+    """What the optimize pipeline starts from: a registered model version (name + version or alias) or a file."""
+
+    model_name: str | None = Field(None, description="registered model; None: registry.model_name")
+    version: str | None = Field(None, description="a version number; None: use `alias`")
+    alias: str = Field("champion", description="used when `version` is None")
+    checkpoint: str | None = Field(
+        None, description="a Slipway PyTorch checkpoint (.pt) to optimize instead of a registered version"
+    )
+
+
+class DeployConfig(StrictModel):
+    """Where the pipeline's last step puts the packaged model: a local served smoke test, or a KServe canary."""
+
+    target: Literal["local", "kserve", "none"] = "local"
+    name: str | None = Field(None, description="InferenceService name; None: registry.model_name")
+    namespace: str = "slipway"
+    canary_traffic_percent: int | None = Field(10, ge=1, le=100, description="None: replace at once")
+    logger_url: str | None = Field(None, description="payload logger sink: the drift monitor's /events")
+    prometheus_url: str | None = Field(None, description="for the canary's error-rate and p99 analysis")
+    service_account: str | None = None
+    ready_timeout_s: float = Field(600.0, gt=0)
+    analysis_s: float = Field(300.0, ge=0, description="canary traffic time before it is judged")
+
+
+class MonitorConfig(StrictModel):
+    """The recurring drift pipeline: which captured window to check against which reference, and what then."""
+
+    data_dir: str = Field("/data", description="the drift monitor's capture store (a mounted volume in a cluster)")
+    reference: str = Field("/reference/reference.npz", description="reference sample saved at training time")
+    window_size: int = Field(500, ge=30, description="most recent captured events compared")
+    family_alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm probability per window")
+    alarm_share: float | None = Field(None, gt=0, le=1, description="None: any drifted column alarms")
+    retrain: bool = Field(False, description="submit the retraining pipeline when drift is detected")
+    retrain_pipeline: str = "quickstart"
+    kfp_host: str | None = Field(None, description="Kubeflow Pipelines API for the retraining run")
 
 
 class SlipwayConfig(StrictModel):
@@ -118,6 +300,13 @@ class SlipwayConfig(StrictModel):
     gate: GateConfig = Field(default_factory=GateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     triton: TritonConfig = Field(default_factory=TritonConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
+    source: OptimizeSourceConfig = Field(default_factory=OptimizeSourceConfig)
+    cluster: ClusterConfig = Field(
+        default_factory=lambda: ClusterConfig(), description="Kubeflow task settings applied at compile time"
+    )
 
 
 def _format_validation_error(err: ValidationError) -> str:

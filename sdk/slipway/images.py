@@ -7,7 +7,7 @@ from slipway import __version__
 REGISTRY = "ghcr.io/slipway-ml"
 
 # Matched releases: the GPU image builds TensorRT plans with the same TensorRT as the Triton serving image.
-TRITON_RELEASE = "25.08"
+TRITON_RELEASE = "25.06"  # CUDA 12.9.1; NGC 25.06 containers ship TensorRT 10.11.0.33
 TRITON_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
 TENSORRT_VERSION = "10.11.0"
 

@@ -56,8 +56,12 @@ def teacher_cnn(input_shape: Sequence[int], num_classes: int, width: int = 64) -
     return conv_net(input_shape, num_classes, [width, width * 2, width * 2], blocks_per_stage=2)
 
 
-def student_cnn(input_shape: Sequence[int], num_classes: int, width: int = 16) -> nn.Module:
-    return conv_net(input_shape, num_classes, [width, width * 2], blocks_per_stage=1)
+def student_cnn(input_shape: Sequence[int], num_classes: int, width: int = 16, stages: int = 2) -> nn.Module:
+    """One conv block per stage, widths width, 2*width, 2*width...; a third stage widens the receptive field
+    (what 1D signals such as mnist1d need) for little compute, since it runs after two poolings."""
+    if stages < 1:
+        raise ModelError(f"student_cnn: stages must be >= 1, got {stages}")
+    return conv_net(input_shape, num_classes, [width * min(2**i, 2) for i in range(stages)], blocks_per_stage=1)
 
 
 def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128)) -> nn.Module:
@@ -110,17 +114,52 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def save_model(
-    model: nn.Module, spec: ModelSpec, input_shape: Sequence[int], num_classes: int, path: Path
+    model: nn.Module,
+    spec: ModelSpec,
+    input_shape: Sequence[int],
+    num_classes: int,
+    path: Path,
+    pruning: dict[str, Any] | None = None,
 ) -> None:
-    torch.save(
-        {
-            "spec": spec.model_dump(),
-            "input_shape": list(input_shape),
-            "num_classes": num_classes,
-            "state_dict": model.state_dict(),
-        },
-        path,
-    )
+    """Save spec + weights; `pruning` (what structured pruning did) marks weights narrower than the spec."""
+    payload: dict[str, Any] = {
+        "spec": spec.model_dump(),
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "state_dict": model.state_dict(),
+    }
+    if pruning is not None:
+        payload["pruning"] = pruning
+    torch.save(payload, path)
+
+
+def resize_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Shrink a freshly built model's layers to the (pruned) tensor shapes of `state_dict`, in place.
+
+    Structured pruning removes channels, so the spec alone no longer describes the shapes; the weights do.
+    Only tensors are stored (no pickled modules), so checkpoints stay loadable with weights_only=True.
+    """
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        for pname, param in list(module.named_parameters(recurse=False)):
+            value = state_dict.get(prefix + pname)
+            if value is not None and value.shape != param.shape:
+                setattr(module, pname, nn.Parameter(torch.empty_like(value), requires_grad=param.requires_grad))
+        for bname, buf in list(module.named_buffers(recurse=False)):
+            value = state_dict.get(prefix + bname)
+            if buf is not None and value is not None and value.shape != buf.shape:
+                module.register_buffer(bname, torch.empty_like(value))
+        weight = state_dict.get(prefix + "weight")
+        if weight is None:
+            continue
+        if isinstance(module, nn.modules.conv._ConvNd):
+            module.out_channels = int(weight.shape[0])
+            module.in_channels = int(weight.shape[1]) * module.groups
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.num_features = int(weight.shape[0])
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = int(weight.shape[0]), int(weight.shape[1])
+    return model
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -131,6 +170,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelError(f"{path}: not a loadable Slipway model checkpoint: {err}") from None
     spec = ModelSpec.model_validate(payload["spec"])
     model = build_model(spec, payload["input_shape"], payload["num_classes"])
+    if payload.get("pruning"):
+        resize_to_state_dict(model, payload["state_dict"])
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, payload

@@ -6,6 +6,7 @@ run's MLflow run, and returns a small typed result for the component to expose.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,9 +17,9 @@ import torch
 from pydantic import BaseModel
 
 from slipway import data as data_lib
-from slipway import registry
+from slipway import distributed, registry
 from slipway.artifacts import read_metadata, verify_artifact, write_metadata
-from slipway.config import ModelSpec, SlipwayConfig, TrainConfig, validate_config
+from slipway.config import DistributedConfig, ModelSpec, SlipwayConfig, TrainConfig, validate_config
 from slipway.convert import check_parity, export_onnx, onnx_predict, ort_session
 from slipway.evaluate import (
     ModelEvaluation,
@@ -118,14 +119,72 @@ def _fit(
     model_path: Path,
     teacher_path: Path | None,
 ) -> TrainResult:
+    """Train (or distil) in this process, or on `workers` local DDP processes under torchrun."""
+    train_cfg = cfg.train if teacher_path is None else cfg.distill
+    if train_cfg.workers > 1 and not distributed.launched_by_torchrun():
+        payload = distributed.launch(
+            "slipway.steps:_fit_worker",
+            {
+                "config": cfg.model_dump(mode="json"),
+                "role": role,
+                "run_id": run_id,
+                "dataset_path": str(dataset_path),
+                "model_path": str(model_path),
+                "teacher_path": None if teacher_path is None else str(teacher_path),
+                "device": train_cfg.device,
+            },
+            train_cfg.workers,
+            threads_per_process=train_cfg.num_threads or 1,
+        )
+        return TrainResult(**payload)
+    return _fit_in_process(cfg, role, run_id, dataset_path, model_path, teacher_path)
+
+
+def _fit_worker(
+    config: dict[str, Any],
+    role: str,
+    run_id: str,
+    dataset_path: str,
+    model_path: str,
+    teacher_path: str | None,
+    device: str,
+) -> dict[str, Any]:
+    """One torchrun rank of `_fit` (called by slipway.distributed_worker); returns the result as JSON."""
+    del device  # the worker joined the process group with it already
+    result = _fit_in_process(
+        validate_config(config),
+        role,
+        run_id,
+        Path(dataset_path),
+        Path(model_path),
+        None if teacher_path is None else Path(teacher_path),
+    )
+    return dataclasses.asdict(result)
+
+
+def _fit_in_process(
+    cfg: SlipwayConfig,
+    role: str,
+    run_id: str,
+    dataset_path: Path,
+    model_path: Path,
+    teacher_path: Path | None,
+) -> TrainResult:
+    """The training step proper; under DDP every rank runs it and rank 0 alone logs and writes the model."""
     splits = data_lib.load_splits(dataset_path)
     spec, train_cfg = (cfg.teacher, cfg.train) if teacher_path is None else (cfg.student, cfg.distill)
     torch.manual_seed(cfg.seed)
     model = build_model(spec, splits.input_shape, splits.num_classes)
     teacher = load_model(teacher_path)[0] if teacher_path is not None else None
-    ckpt = _checkpoint_dir(
-        train_cfg, role, splits.fingerprint, spec, model_path.parent / f"{role}-checkpoints"
+    # How many processes train, and on how many threads, changes nothing in the math: the checkpoint folder
+    # ignores it, so a run resumes at another world size.
+    resumable = train_cfg.model_copy(
+        update={"workers": 1, "num_threads": None, "distributed": DistributedConfig.model_validate({})}
     )
+    ckpt = _checkpoint_dir(
+        resumable, role, splits.fingerprint, spec, model_path.parent / f"{role}-checkpoints"
+    )
+    is_main = distributed.current(train_cfg.device).is_main
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         registry.log_metrics(
@@ -145,6 +204,8 @@ def _fit(
         on_epoch=on_epoch,
         label=role,
     )
+    if not is_main:
+        return result
     save_model(model, spec, splits.input_shape, splits.num_classes, model_path)
     registry.log_metrics(
         cfg.registry,

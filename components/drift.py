@@ -1,0 +1,46 @@
+"""Components of the recurring drift pipeline."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Output
+
+from slipway.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def export_captured_window(config: dict, window: Output[Dataset]):
+    """Dump the monitor store's most recent events as the window to check."""
+    from pathlib import Path
+
+    from slipway import steps
+    from slipway.monitoring.recurring import export_captured_window as step
+
+    step(steps.begin(config), Path(window.path))
+    window.metadata["format"] = "npz"
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def detect_drift(config: dict, window: Input[Dataset], report: Output[HTML], summary: Output[Artifact]) -> bool:
+    """Returns drift_detected; the Evidently report and a JSON summary are artifacts."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from slipway import steps
+    from slipway.monitoring.recurring import check_window
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = check_window(steps.begin(config), Path(window.path), Path(tmp))
+        shutil.copyfile(result.html_path, report.path)
+        shutil.copyfile(result.json_path, summary.path)
+    summary.metadata.update({"drift_detected": result.drift_detected,
+                             "share_of_drifted_columns": result.share_of_drifted_columns})
+    return result.drift_detected
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def retrain(config: dict) -> str:
+    """Submit the retraining pipeline if the config asks for it (off by default)."""
+    from slipway import steps
+    from slipway.monitoring.recurring import retrain as step
+
+    return step(steps.begin(config))

@@ -1,0 +1,52 @@
+"""Component: measure every candidate format on the test split and package the fastest within budget."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from slipway.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def select_format(
+    config: dict,
+    run_id: str,
+    dataset: Input[Dataset],
+    teacher: Input[Model],
+    teacher_onnx: Input[Model],
+    student: Input[Model],
+    student_onnx: Input[Model],
+    pruned: Input[Model],
+    pruned_onnx: Input[Model],
+    int8_onnx: Input[Model],
+    fp16_onnx: Input[Model],
+    chosen_model: Output[Model],
+    report: Output[Artifact],
+    confusion_matrix: Output[Artifact],
+    metrics: Output[Metrics],
+) -> str:
+    """Returns the chosen format (e.g. onnx-int8); `report` is what the gate reads."""
+    from pathlib import Path
+
+    from slipway import optimize, steps
+
+    evaluation, selection = optimize.select_format(
+        steps.begin(config), run_id, Path(dataset.path), Path(teacher.path), Path(teacher_onnx.path),
+        {
+            "onnx-fp32": Path(student_onnx.path),
+            "onnx-pruned-fp32": Path(pruned_onnx.path),
+            "onnx-int8": Path(int8_onnx.path),
+            "onnx-fp16": Path(fp16_onnx.path),
+        },
+        {
+            "onnx-fp32": Path(student.path),
+            "onnx-pruned-fp32": Path(pruned.path),
+            "onnx-int8": Path(pruned.path),
+            "onnx-fp16": Path(pruned.path),
+        },
+        Path(chosen_model.path), Path(report.path), Path(confusion_matrix.path),
+    )
+    chosen_model.metadata.update({"format": selection.chosen, "reasons": selection.reasons})
+    for role, e in (("teacher", evaluation.teacher), ("student", evaluation.student)):
+        for name in ("accuracy", "macro_f1", "latency_ms_p99_b1", "throughput_ips_b64"):
+            metrics.log_metric(f"{role}_{name}", getattr(e, name))
+    return selection.chosen

@@ -1,0 +1,44 @@
+"""Component: train the teacher (or distil the student) as a Kubeflow TrainJob / PyTorchJob on GPU nodes.
+
+The task pod only submits and follows the job (`slipway.trainjob.train_in_cluster`); the job's pods train.
+Its service account needs create/get on trainjobs.trainer.kubeflow.org (or pytorchjobs.kubeflow.org).
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from slipway.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train_teacher_distributed(
+    config: dict, run_id: str, dataset: Input[Dataset], model: Output[Model]
+) -> float:
+    """Returns the best validation accuracy; the model also stays at the job's object-storage URI."""
+    from pathlib import Path
+
+    from slipway import steps, trainjob
+
+    out = trainjob.train_in_cluster(steps.begin(config), "teacher", run_id, dataset.uri, Path(model.path))
+    model.metadata.update(
+        {"framework": "pytorch", "role": "teacher", "job": out.job_name, "job_model_uri": out.model_uri}
+    )
+    return float(out.result["best_val_accuracy"])
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def distill_student_distributed(
+    config: dict, run_id: str, dataset: Input[Dataset], teacher: Input[Model], model: Output[Model]
+) -> float:
+    """Returns the best validation accuracy; the model also stays at the job's object-storage URI."""
+    from pathlib import Path
+
+    from slipway import steps, trainjob
+
+    out = trainjob.train_in_cluster(
+        steps.begin(config), "student", run_id, dataset.uri, Path(model.path), teacher_uri=teacher.uri
+    )
+    model.metadata.update(
+        {"framework": "pytorch", "role": "student", "job": out.job_name, "job_model_uri": out.model_uri}
+    )
+    return float(out.result["best_val_accuracy"])

@@ -1,0 +1,465 @@
+"""`make bench` / `slipway bench`: what compression buys, measured in one run per dataset on this machine.
+
+Per dataset (digits, mnist1d): teacher FP32 eager and ONNX Runtime, student FP32 eager and ORT, pruned
+student INT8 ORT and the optimizer's choice, all on the same test data with the same thread count. Ratios
+are against the FP32 teacher. Also "what distillation buys" (student with and without a teacher, 3 seeds)
+and, with `--device cuda`, eager FP32 / FP16 channels_last / torch.compile FP16 / TensorRT for a
+ResNet-50-sized model at batch 256. Writes docs/benchmarks/optimize.{json,png} and a section of
+docs/benchmarks.md between its own markers, then runs the serving and monitoring benches when they exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+from torch import nn
+
+from slipway.artifacts import write_metadata
+from slipway.compress import prune_and_finetune
+from slipway.config import EvaluateConfig, SlipwayConfig, load_config
+from slipway.convert import export_onnx
+from slipway.data import DatasetSplits, load_dataset
+from slipway.evaluate import ModelEvaluation, evaluate_model, onnx_predictor, torch_predictor
+from slipway.logs import setup_logging
+from slipway.models import build_model, count_parameters, save_model
+from slipway.optimize import choose
+from slipway.quantize import calibration_sample, convert_fp16, quantize_int8
+from slipway.training import accuracy, train
+
+log = logging.getLogger(__name__)
+DATASETS = {"digits": "quickstart", "mnist1d": "mnist1d"}
+MARK_START, MARK_END = "<!-- optimize:start -->", "<!-- optimize:end -->"
+INTRO = "# Benchmarks\n\nMeasured tables and plots; each section is written by its own bench command.\n"
+ACCEPT = {"size": 10.0, "throughput_b64_vs_eager": 5.0, "throughput_b64_vs_ort": 3.0, "accuracy_drop_points": 1.0}
+
+
+def _eval(name: str, fmt: str, runtime: str, predict: Any, splits: DatasetSplits, params: int, size: int,
+          ev: EvaluateConfig) -> ModelEvaluation:  # fmt: skip
+    return evaluate_model(
+        name, fmt, runtime, predict, splits.x_test, splits.y_test, splits.num_classes, params, size, ev
+    )
+
+
+def _export(model: nn.Module, splits: DatasetSplits, path: Path) -> Path:
+    artifact = export_onnx(model, splits.input_shape, path)
+    write_metadata(path, artifact.model_copy(update={"extra": {"params": count_parameters(model)}}))
+    return path
+
+
+def bench_dataset(dataset: str, work: Path, threads: int, ev: EvaluateConfig, quick: bool) -> dict[str, Any]:
+    """Train, distil, prune, quantize and measure one dataset's models; returns rows, ratios and the choice."""
+    overrides = ["train.epochs=3", "distill.epochs=3", "compress.prune.finetune.epochs=2"] if quick else []
+    cfg = load_config(DATASETS[dataset], overrides)
+    splits = load_dataset(cfg.data, cfg.seed)
+    torch.set_num_threads(threads)
+    xy = (splits.x_train, splits.y_train, splits.x_val, splits.y_val)
+    torch.manual_seed(cfg.seed)
+    teacher = build_model(cfg.teacher, splits.input_shape, splits.num_classes)
+    train(teacher, *xy, cfg.train, cfg.seed, work / "teacher-ckpt", label=f"{dataset} teacher")
+    torch.manual_seed(cfg.seed)
+    student = build_model(cfg.student, splits.input_shape, splits.num_classes)
+    train(student, *xy, cfg.distill, cfg.seed, work / "student-ckpt", teacher=teacher, label=f"{dataset} student")
+    pruned, prune_report = prune_and_finetune(
+        student, teacher, xy, splits.input_shape, splits.num_classes, cfg.compress.prune, cfg.seed,
+        work / "pruned-ckpt",
+    )  # fmt: skip
+    teacher_pt = work / "teacher.pt"
+    save_model(teacher, cfg.teacher, splits.input_shape, splits.num_classes, teacher_pt)
+    files = {
+        "teacher": _export(teacher, splits, work / "teacher.onnx"),
+        "student": _export(student, splits, work / "student.onnx"),
+        "pruned": _export(pruned, splits, work / "pruned.onnx"),
+    }
+    q = cfg.compress.quantize
+    x_parity = splits.x_val[: cfg.export.parity_samples]
+    calib = calibration_sample(splits.x_train, q.calibration_samples, cfg.seed)
+    int8 = quantize_int8(files["pruned"], work / "pruned-int8.onnx", calib, x_parity, splits.x_test, splits.y_test,
+                         q, threads)  # fmt: skip
+    fp16 = convert_fp16(files["pruned"], work / "pruned-fp16.onnx", x_parity, splits.x_test, splits.y_test, q, threads)
+    size = lambda p: Path(p).stat().st_size  # noqa: E731
+    tp, sp, pp = count_parameters(teacher), count_parameters(student), count_parameters(pruned)
+    rows = {
+        "teacher_eager": _eval("teacher", "pytorch-fp32", "torch-eager", torch_predictor(teacher, threads), splits,
+                               tp, size(teacher_pt), ev),
+        "teacher_ort": _eval("teacher", "onnx-fp32", "onnxruntime", onnx_predictor(files["teacher"], threads),
+                             splits, tp, size(files["teacher"]), ev),
+        "student_eager": _eval("student", "pytorch-fp32", "torch-eager", torch_predictor(student, threads), splits,
+                               sp, size(files["student"]), ev),
+        "student_ort": _eval("student", "onnx-fp32", "onnxruntime", onnx_predictor(files["student"], threads),
+                             splits, sp, size(files["student"]), ev),
+        "pruned_ort": _eval("student", "onnx-pruned-fp32", "onnxruntime", onnx_predictor(files["pruned"], threads),
+                            splits, pp, size(files["pruned"]), ev),
+        "pruned_int8_ort": _eval("student", "onnx-int8", "onnxruntime", onnx_predictor(int8.path, threads),
+                                 splits, pp, size(int8.path), ev),
+        "pruned_fp16_ort": _eval("student", "onnx-fp16", "onnxruntime", onnx_predictor(fp16.path, threads),
+                                 splits, pp, size(fp16.path), ev),
+    }  # fmt: skip
+    candidates = {
+        "onnx-fp32": rows["student_ort"],
+        "onnx-pruned-fp32": rows["pruned_ort"],
+        "onnx-int8": rows["pruned_int8_ort"],
+        "onnx-fp16": rows["pruned_fp16_ort"],
+    }
+    selection = choose(candidates, rows["student_ort"].accuracy, cfg.compress.accuracy_budget_points)
+    chosen = candidates[selection.chosen]
+    t_eager, t_ort = rows["teacher_eager"], rows["teacher_ort"]
+    ratios = {
+        "size": t_ort.size_bytes / chosen.size_bytes,
+        "throughput_b64_vs_eager": chosen.throughput_ips_b64 / t_eager.throughput_ips_b64,
+        "throughput_b64_vs_ort": chosen.throughput_ips_b64 / t_ort.throughput_ips_b64,
+        "accuracy_drop_points": (t_ort.accuracy - chosen.accuracy) * 100,
+        "params": t_ort.params / chosen.params,
+        "latency_p50_b1_vs_ort": t_ort.latency_ms_p50_b1 / chosen.latency_ms_p50_b1,
+    }
+    acceptance = {
+        k: (ratios[k] <= v if k == "accuracy_drop_points" else ratios[k] >= v) for k, v in ACCEPT.items()
+    }
+    return {
+        "dataset": dataset,
+        "preset": DATASETS[dataset],
+        "teacher": cfg.teacher.model_dump(),
+        "student": cfg.student.model_dump(),
+        "rows": {k: v.model_dump(exclude={"confusion_matrix", "per_class_accuracy"}) for k, v in rows.items()},
+        "chosen": selection.chosen,
+        "reasons": selection.reasons,
+        "ratios": ratios,
+        "acceptance": acceptance,
+        "pruning": prune_report.model_dump(exclude={"channels"}),
+        "parity": {
+            "int8_top1_agreement": int8.top1_agreement,
+            "fp16_top1_agreement": fp16.top1_agreement,
+            "int8_attempts": [a.label for a in int8.attempts],
+        },
+    }
+
+
+def distillation_study(dataset: str, work: Path, seeds: int, quick: bool, threads: int) -> dict[str, Any]:
+    """Student with and without distillation, several seeds, in a low-data setting where a teacher matters."""
+    samples = 600
+    overrides = [f"data.max_train_samples={samples}", "student.kwargs={width: 16, stages: 3}"]
+    overrides += ["train.epochs=3", "distill.epochs=3"] if quick else []
+    cfg = load_config(DATASETS[dataset], overrides)
+    splits = load_dataset(cfg.data, cfg.seed)
+    torch.set_num_threads(threads)
+    xy = (splits.x_train, splits.y_train, splits.x_val, splits.y_val)
+    full = load_dataset(cfg.data.model_copy(update={"max_train_samples": None}), cfg.seed)
+    torch.manual_seed(cfg.seed)
+    teacher = build_model(cfg.teacher, full.input_shape, full.num_classes)
+    train(teacher, full.x_train, full.y_train, full.x_val, full.y_val, cfg.train, cfg.seed, work / "dteacher",
+          label="distill-study teacher")  # fmt: skip
+    results: dict[str, list[float]] = {"distilled": [], "plain": []}
+    plain_cfg = cfg.train.model_copy(update={"epochs": cfg.distill.epochs, "lr": cfg.distill.lr,
+                                             "patience": cfg.distill.patience})  # fmt: skip
+    for seed in range(seeds):
+        for kind in results:
+            torch.manual_seed(seed)
+            model = build_model(cfg.student, splits.input_shape, splits.num_classes)
+            if kind == "distilled":
+                train(model, *xy, cfg.distill, seed, work / f"d{seed}", teacher=teacher, label=f"distilled s{seed}")
+            else:
+                train(model, *xy, plain_cfg, seed, work / f"p{seed}", label=f"plain s{seed}")
+            results[kind].append(accuracy(model, splits.x_test, splits.y_test))
+    summary = {
+        k: {"mean": statistics.mean(v), "stdev": statistics.stdev(v) if len(v) > 1 else 0.0, "runs": v}
+        for k, v in results.items()
+    }
+    return {
+        "dataset": dataset,
+        "train_samples": samples,
+        "student": cfg.student.model_dump(),
+        "teacher_test_accuracy": accuracy(teacher, full.x_test, full.y_test),
+        "seeds": seeds,
+        **summary,
+        "gain_points": (summary["distilled"]["mean"] - summary["plain"]["mean"]) * 100,
+    }
+
+
+def _bottleneck(cin: int, mid: int, stride: int) -> nn.Module:
+    cout = mid * 4
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            )  # fmt: skip
+            self.skip = (
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.body(x) + self.skip(x))
+
+    return Block()
+
+
+def resnet50(num_classes: int = 1000) -> nn.Module:
+    """ResNet-50 (25.6M parameters), written out here because torchvision is not a dependency."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+    ]  # fmt: skip
+    cin = 64
+    for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(blocks):
+            layers.append(_bottleneck(cin, mid, stride if i == 0 else 1))
+            cin = mid * 4
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def gpu_bench(batch: int = 256, iterations: int = 20) -> dict[str, Any]:
+    """ResNet-50 at batch 256 on CUDA: eager FP32, FP16 channels_last, torch.compile FP16 (images/s)."""
+    if not torch.cuda.is_available():
+        return {"measured": False, "reason": "no CUDA GPU is visible in this session"}
+    device = torch.device("cuda")
+    model = resnet50().to(device).eval()
+    x = torch.randn(batch, 3, 224, 224, device=device)
+
+    def rate(fn: Any, inp: torch.Tensor) -> float:
+        with torch.inference_mode():
+            for _ in range(5):
+                fn(inp)
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                for _ in range(iterations):
+                    fn(inp)
+                torch.cuda.synchronize()
+                times.append(batch * iterations / (time.perf_counter() - start))
+        return statistics.median(times)
+
+    results = {"measured": True, "gpu": torch.cuda.get_device_name(), "batch": batch}
+    results["eager_fp32"] = rate(model, x)
+    half = model.half().to(memory_format=torch.channels_last)
+    xh = x.half().to(memory_format=torch.channels_last)
+    results["eager_fp16_channels_last"] = rate(half, xh)
+    results["compile_fp16_channels_last"] = rate(torch.compile(half, mode="max-autotune"), xh)
+    if importlib.util.find_spec("tensorrt") is not None:
+        from slipway.config import TensorRTConfig
+        from slipway.tensorrt import TensorRTRunner, build_engine
+
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "resnet50.onnx"
+            export_onnx(model.float(), (3, 224, 224), onnx_path)
+            engine = Path(tmp) / "resnet50.plan"
+            build_engine(onnx_path, engine, TensorRTConfig(min_batch=1, opt_batch=batch, max_batch=batch),
+                         x[:64].float().cpu().numpy())  # fmt: skip
+            runner = TensorRTRunner(engine)
+            results["tensorrt_fp16"] = rate(runner.predict_tensor, x.float())
+    else:
+        results["tensorrt_fp16"] = None
+    return results
+
+
+def _fmt_row(name: str, r: dict[str, Any], teacher: dict[str, Any]) -> str:
+    return (
+        f"| {name} | {r['format']} | {r['runtime']} | {r['accuracy']:.4f} | {r['params']:,} | "
+        f"{r['size_bytes'] / 1024:,.1f} | {r['latency_ms_p50_b1']:.3f} | {r['latency_ms_p99_b1']:.3f} | "
+        f"{r['throughput_ips_b64']:,.0f} | {r['throughput_ips_b64'] / teacher['throughput_ips_b64']:.1f}x |"
+    )
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The section of docs/benchmarks.md this bench owns."""
+    lines = [
+        MARK_START,
+        "## Optimization: teacher vs compressed student (CPU)",
+        "",
+        f"Machine: {result['machine']}. Command: `{result['command']}`. Threads: {result['threads']} for PyTorch and "
+        f"ONNX Runtime alike. Latency is the median over {result['evaluate']['repeats']} repeats of per-call p50/p99 "
+        "at batch 1; throughput is images/s at batch 64 (median over repeats). Ratios are against the FP32 teacher.",
+        "",
+    ]
+    for ds in result["datasets"]:
+        t = ds["rows"]["teacher_eager"]
+        lines += [
+            f"### {ds['dataset']} (chosen: `{ds['chosen']}`)",
+            "",
+            "| model | format | runtime | accuracy | params | size KiB | p50 ms b1 | p99 ms b1 | img/s b64 | vs teacher eager |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key, row in ds["rows"].items():
+            lines.append(_fmt_row(key, row, t))
+        r, a = ds["ratios"], ds["acceptance"]
+        lines += [
+            "",
+            f"Chosen vs teacher: **{r['size']:.1f}x smaller** on disk (ONNX), **{r['throughput_b64_vs_eager']:.1f}x** "
+            f"the throughput of the eager teacher, **{r['throughput_b64_vs_ort']:.1f}x** the ONNX Runtime teacher, "
+            f"accuracy drop **{r['accuracy_drop_points']:.2f} points**. Acceptance (>= 10x, >= 5x, >= 3x, <= 1.0): "
+            + ", ".join(f"{k} {'pass' if v else 'FAIL'}" for k, v in a.items())
+            + f". Parity: INT8 top-1 agreement {ds['parity']['int8_top1_agreement']:.4f}, FP16 "
+            f"{ds['parity']['fp16_top1_agreement']:.4f}.",
+            "",
+            "Why: " + " / ".join(ds["reasons"][:3]),
+            "",
+        ]
+    d = result.get("distillation")
+    if d:
+        lines += [
+            "### What distillation buys",
+            "",
+            f"{d['dataset']}, {d['train_samples']} training samples, student `{d['student']['architecture']}` "
+            f"{d['student']['kwargs']}, teacher {d['teacher_test_accuracy']:.4f} (trained on all data), "
+            f"{d['seeds']} seeds:",
+            "",
+            "| student | mean test accuracy | stdev | runs |",
+            "| --- | ---: | ---: | --- |",
+            f"| distilled | {d['distilled']['mean']:.4f} | {d['distilled']['stdev']:.4f} | "
+            + ", ".join(f"{v:.4f}" for v in d["distilled"]["runs"]) + " |",
+            f"| plain (labels only) | {d['plain']['mean']:.4f} | {d['plain']['stdev']:.4f} | "
+            + ", ".join(f"{v:.4f}" for v in d["plain"]["runs"]) + " |",
+            "",
+            f"Gain: {d['gain_points']:+.2f} points on average"
+            + (" (within the seed spread: not a reliable gain here)." if abs(d["gain_points"]) / 100
+               < max(d["distilled"]["stdev"], d["plain"]["stdev"]) else "."),
+            "",
+        ]  # fmt: skip
+    g = result["gpu"]
+    lines += ["### GPU: ResNet-50-sized teacher at batch 256", ""]
+    if g.get("measured"):
+        lines += [
+            f"GPU: {g['gpu']}. Images/s: eager FP32 {g['eager_fp32']:,.0f}, FP16 channels_last "
+            f"{g['eager_fp16_channels_last']:,.0f}, torch.compile FP16 {g['compile_fp16_channels_last']:,.0f}, "
+            f"TensorRT FP16 {g['tensorrt_fp16'] if g['tensorrt_fp16'] is None else format(g['tensorrt_fp16'], ',.0f')}.",
+            "",
+        ]
+    else:
+        lines += [f"Not measured in this session: no GPU was lent ({g['reason']}). Run `slipway bench --device cuda`.", ""]
+    lines += ["![accuracy vs throughput](benchmarks/optimize.png)", "", MARK_END]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this bench's section between its markers, leaving other benches' sections alone."""
+    text = path.read_text() if path.is_file() else INTRO
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        tail = rest.split(MARK_END, 1)[1]
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(result["datasets"]), figsize=(6 * len(result["datasets"]), 4.5), dpi=100)
+    for ax, ds in zip(np.atleast_1d(axes), result["datasets"], strict=True):
+        for key, r in ds["rows"].items():
+            ax.scatter(r["throughput_ips_b64"], r["accuracy"] * 100, s=40)
+            ax.annotate(key, (r["throughput_ips_b64"], r["accuracy"] * 100), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+        ax.set(xscale="log", xlabel="images/s at batch 64 (log)", ylabel="test accuracy (%)",
+               title=f"{ds['dataset']}: chosen {ds['chosen']}")  # fmt: skip
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def run_other_benches(output: Path) -> list[str]:
+    """The serving and monitoring benches, when their modules exist (other teams own them)."""
+    notes = []
+    for module in ("slipway.serving.bench", "slipway.monitoring.bench"):
+        if importlib.util.find_spec(module) is None:
+            notes.append(f"{module}: not present, skipped")
+            click.echo(f"note: {module} is not present; skipped")
+            continue
+        code = subprocess.call([sys.executable, "-m", module, "--output", str(output)])
+        notes.append(f"{module}: exit {code}")
+    return notes
+
+
+def run_bench(output: Path, datasets: list[str], device: str, threads: int, seeds: int, quick: bool,
+              others: bool) -> dict[str, Any]:  # fmt: skip
+    """Everything `slipway bench` does; returns the JSON it writes."""
+    ev = EvaluateConfig(threads=threads) if not quick else EvaluateConfig(threads=threads, repeats=1,
+                                                                           latency_iterations=20, warmup=2)  # fmt: skip
+    started = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in datasets:
+            work = Path(tmp) / name
+            work.mkdir()
+            results.append(bench_dataset(name, work, threads, ev, quick))
+        distill = distillation_study("mnist1d", Path(tmp) / "distill", seeds, quick, threads) if seeds else None
+    command = "python -m slipway.bench --output " + str(output) + (f" --device {device}" if device != "cpu" else "")
+    result: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
+        f"torch {torch.__version__}, onnxruntime {_version('onnxruntime')}",
+        "command": command,
+        "threads": threads,
+        "evaluate": ev.model_dump(),
+        "datasets": results,
+        "distillation": distill,
+        "gpu": gpu_bench() if device == "cuda" else {"measured": False, "reason": "run with --device cuda"},
+        "duration_s": round(time.perf_counter() - started, 1),
+    }
+    if device != "cuda" or not result["gpu"].get("measured"):
+        result["gpu"]["reason"] = "no GPU was lent" if device != "cuda" else result["gpu"]["reason"]
+    bench_dir = output / "benchmarks"
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    (bench_dir / "optimize.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, bench_dir / "optimize.png")
+    section = render_markdown(result)
+    write_section(output / "benchmarks.md", section)
+    click.echo(section)
+    if others:
+        result["other_benches"] = run_other_benches(output)
+    return result
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import version
+
+    return version(module)
+
+
+@click.command("bench")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@click.option("--dataset", "datasets", multiple=True, type=click.Choice(sorted(DATASETS)),
+              default=tuple(DATASETS), show_default=True)  # fmt: skip
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=int, default=os.cpu_count() or 1, show_default=True)
+@click.option("--seeds", type=int, default=3, show_default=True, help="distillation study seeds (0: skip it)")
+@click.option("--quick", is_flag=True, help="a few epochs only: checks the bench runs, numbers mean nothing")
+@click.option("--no-others", is_flag=True, help="do not run the serving and monitoring benches afterwards")
+def bench_command(output: Path, datasets: tuple[str, ...], device: str, threads: int, seeds: int, quick: bool,
+                  no_others: bool) -> None:  # fmt: skip
+    """Measure teacher vs compressed student per dataset; write docs/benchmarks/optimize.* and benchmarks.md."""
+    setup_logging()
+    run_bench(output, list(datasets), device, threads, seeds, quick, not no_others)
+
+
+def main(argv: list[str] | None = None) -> None:
+    bench_command.main(args=argv, standalone_mode=True)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["bench_command", "main", "run_bench"]

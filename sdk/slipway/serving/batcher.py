@@ -1,0 +1,223 @@
+"""Dynamic batching on the event loop: a bounded queue per model, one worker per ORT session.
+
+A worker takes the oldest request, gathers compatible queued requests until the largest preferred batch size
+(or max_batch_size) is reached or the oldest request has waited max_queue_delay (like Triton), except that it
+does not wait when there is no sign of concurrent load (the previous batch held one request and no other
+request is being received): there, waiting could only add latency and lower throughput. It runs one batch in a thread
+(ONNX Runtime releases the GIL) and splits the outputs back. A model without dynamic batching runs each request
+alone through the same bounded queue, so load shedding and timeouts behave the same for every model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from slipway.errors import OverloadedError, SlipwayError
+from slipway.serving.repository import LoadedModel
+from slipway.serving.stats import ModelStats, ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class RequestTimeoutError(OverloadedError):
+    """A request waited longer than its timeout; like a full queue, the client should back off and retry."""
+
+
+class ModelExecutionError(SlipwayError):
+    """ONNX Runtime failed on inputs that passed validation: a server-side fault, reported as 500."""
+
+    http_status = 500
+
+
+@dataclass(eq=False)
+class _Request:
+    arrays: dict[str, np.ndarray]
+    rows: int
+    key: tuple[tuple[int, ...], ...]
+    future: asyncio.Future[dict[str, np.ndarray]]
+    enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+
+
+class ModelBatcher:
+    """Queues requests for one model and runs them, batched when the model's config enables it."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        stats: ModelStats,
+        metrics: ServerMetrics,
+        max_queue: int,
+        incoming: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.model = model
+        self._incoming = incoming
+        self.stats = stats
+        self.metrics = metrics
+        self.max_queue = max_queue
+        self._queue: deque[_Request] = deque()
+        self._arrived = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(len(model.sessions), thread_name_prefix=f"ort-{model.name}")
+        self._output_names = list(model.outputs)
+        self._last_requests = 0  # requests in the previous batch: the load signal for waiting
+        config = model.config
+        self.dynamic = model.dynamic_batching
+        preferred = sorted(p for p in config.dynamic_batching.preferred_batch_size if p > 0)
+        self.max_rows = model.max_batch_size if self.dynamic else 1
+        self.target_rows = preferred[-1] if self.dynamic and preferred else self.max_rows
+        self.delay_ns = (
+            int(config.dynamic_batching.max_queue_delay_microseconds) * 1000 if self.dynamic else 0
+        )
+        metrics.watch_queue(model.name, self.depth)
+
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start one worker per session; must run on the serving event loop."""
+        for i, session in enumerate(self.model.sessions):
+            self._workers.append(
+                asyncio.create_task(self._worker(session), name=f"batcher-{self.model.name}-{i}")
+            )
+
+    async def drain(self, grace_s: float) -> None:
+        """Let queued requests finish (graceful shutdown), then stop the workers and fail what is left."""
+        deadline = time.monotonic() + grace_s
+        while self._queue and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+        while self._queue:
+            req = self._queue.popleft()
+            if not req.future.done():
+                req.future.set_exception(
+                    OverloadedError(f"model {self.model.name!r}: server is shutting down")
+                )
+        self._executor.shutdown(wait=True)
+
+    async def infer(
+        self, arrays: dict[str, np.ndarray], rows: int, timeout_s: float
+    ) -> dict[str, np.ndarray]:
+        """Queue one validated request and wait for its outputs; full queue or timeout -> OverloadedError (503)."""
+        if not self._workers:
+            raise OverloadedError(f"model {self.model.name!r} is not serving (starting or shutting down)")
+        if len(self._queue) >= self.max_queue:
+            raise OverloadedError(
+                f"model {self.model.name!r}: queue full ({self.max_queue} requests waiting); retry later"
+            )
+        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        key = tuple(a.shape[1:] for a in arrays.values()) if self.dynamic else ()
+        self._queue.append(_Request(arrays, rows, key, future))
+        self._arrived.set()
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"model {self.model.name!r}: no result within {timeout_s:g} s (server busy); retry later"
+            ) from None
+
+    def _pop_live(self) -> _Request | None:
+        """The oldest request whose caller still waits (timed-out ones are dropped here)."""
+        while self._queue:
+            req = self._queue.popleft()
+            if not req.future.done():
+                return req
+        return None
+
+    async def _gather(self) -> list[_Request]:
+        while True:
+            first = self._pop_live()
+            if first is not None:
+                break
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch, rows = [first], first.rows
+        if not self.dynamic:
+            return batch
+        deadline_ns = first.enqueued_ns + self.delay_ns
+        while True:
+            while self._queue and rows < self.target_rows:
+                nxt = self._queue[0]
+                if nxt.future.done():
+                    self._queue.popleft()
+                    continue
+                if nxt.key != first.key or rows + nxt.rows > self.max_rows:
+                    return batch  # cannot join: dispatch now, it heads the next batch
+                self._queue.popleft()
+                batch.append(nxt)
+                rows += nxt.rows
+            remaining_ns = deadline_ns - time.perf_counter_ns()
+            if rows >= self.target_rows or remaining_ns <= 0:
+                return batch
+            if self._last_requests <= 1 and not self._queue and not self._incoming():
+                await asyncio.sleep(0)  # let request tasks that are already scheduled reach the queue
+                if not self._queue and not self._incoming():
+                    return batch  # no sign of concurrent load: waiting could only add latency
+                continue
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining_ns / 1e9)
+
+    def _run(
+        self, session: ort.InferenceSession, batch: list[_Request]
+    ) -> tuple[list[np.ndarray], int, int, int]:
+        """Runs in the executor thread: concatenate, run, and time each phase."""
+        t0 = time.perf_counter_ns()
+        if len(batch) == 1:
+            feeds = batch[0].arrays
+        else:
+            feeds = {name: np.concatenate([r.arrays[name] for r in batch]) for name in batch[0].arrays}
+        t1 = time.perf_counter_ns()
+        outputs = session.run(self._output_names, feeds)
+        t2 = time.perf_counter_ns()
+        return outputs, t1 - t0, t2 - t1, t2
+
+    async def _worker(self, session: ort.InferenceSession) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            self._last_requests = len(batch)
+            started_ns = time.perf_counter_ns()
+            rows = sum(r.rows for r in batch)
+            try:
+                outputs, input_ns, infer_ns, done_ns = await loop.run_in_executor(
+                    self._executor, self._run, session, batch
+                )
+            except asyncio.CancelledError:
+                for req in batch:
+                    if not req.future.done():
+                        req.future.set_exception(OverloadedError(f"model {self.model.name!r}: shutting down"))
+                raise
+            except Exception as err:  # ORT failure on validated input: report, keep serving
+                log.exception("model execution failed model=%s rows=%d", self.model.name, rows)
+                for req in batch:
+                    if not req.future.done():
+                        req.future.set_exception(
+                            ModelExecutionError(f"model {self.model.name!r}: execution failed: {err}")
+                        )
+                continue
+            offset = 0
+            for req in batch:
+                if not req.future.done():
+                    if len(batch) == 1:
+                        req.future.set_result(dict(zip(self._output_names, outputs, strict=True)))
+                    else:
+                        sliced = [out[offset : offset + req.rows] for out in outputs]
+                        req.future.set_result(dict(zip(self._output_names, sliced, strict=True)))
+                offset += req.rows
+            queue_ns = sum(started_ns - r.enqueued_ns for r in batch)
+            output_ns = time.perf_counter_ns() - done_ns
+            self.stats.record_batch(rows, len(batch), queue_ns, input_ns, infer_ns, output_ns)
+            self.metrics.batch_size.labels(self.model.name).observe(rows)

@@ -1,0 +1,180 @@
+"""The v2 gRPC protocol through Triton's own generated servicer (tritonclient ships it), on grpc.aio.
+
+Using Triton's service definition keeps kserve (whose protos clash with tritonclient's) out of this process and
+gives the Triton-only RPCs (ModelConfig, ModelStatistics, RepositoryIndex) for free.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from slipway.errors import SlipwayError
+from slipway.serving.repository import NUMPY_TO_V2
+from slipway.serving.service import InferenceService
+from slipway.serving.validation import InvalidInputError, RequestTensor, check_outputs, decode_inputs
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+# Typed `contents` field for each v2 datatype (FP16 travels only as raw bytes).
+CONTENTS_FIELDS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def grpc_status(err: SlipwayError) -> grpc.StatusCode:
+    return STATUS_CODES.get(err.http_status, grpc.StatusCode.INTERNAL)
+
+
+def _request_tensors(request: pb.ModelInferRequest) -> list[RequestTensor]:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInputError(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; send one per input"
+        )
+    tensors = []
+    for i, tensor in enumerate(request.inputs):
+        data: Any
+        if raw:
+            data = raw[i]
+        else:
+            field = CONTENTS_FIELDS.get(tensor.datatype)
+            if field is None:
+                raise InvalidInputError(
+                    f"input {tensor.name!r}: datatype {tensor.datatype!r} needs raw_input_contents"
+                )
+            data = np.asarray(getattr(tensor.contents, field))
+        tensors.append(RequestTensor(tensor.name, tensor.datatype, list(tensor.shape), data))
+    return tensors
+
+
+class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Triton's GRPCInferenceService backed by an InferenceService; unsupported RPCs stay UNIMPLEMENTED."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+
+    async def _abort(self, context: grpc.aio.ServicerContext, err: SlipwayError) -> None:
+        await context.abort(grpc_status(err), str(err))
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.service.ready)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        try:
+            return pb.ModelReadyResponse(ready=self.service.is_model_ready(request.name, request.version))
+        except SlipwayError as err:
+            await self._abort(context, err)
+            raise
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Any
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**self.service.server_metadata())
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        try:
+            meta = self.service.model_metadata(request.name, request.version)
+        except SlipwayError as err:
+            await self._abort(context, err)
+            raise
+        return json_format.ParseDict(meta, pb.ModelMetadataResponse())
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        try:
+            model = self.service.model(request.name, request.version)
+        except SlipwayError as err:
+            await self._abort(context, err)
+            raise
+        return pb.ModelConfigResponse(config=model.config)
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        try:
+            stats = self.service.statistics(request.name, request.version)
+        except SlipwayError as err:
+            await self._abort(context, err)
+            raise
+        return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Any
+    ) -> pb.RepositoryIndexResponse:
+        index = self.service.repository_index(request.ready)
+        return json_format.ParseDict({"models": index}, pb.RepositoryIndexResponse())
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            model = self.service.model_for_infer(request.model_name, request.model_version)
+            arrays = decode_inputs(model, _request_tensors(request))
+            names = check_outputs(model, [o.name for o in request.outputs])
+            timeout_s = None
+            if "timeout" in request.parameters:
+                timeout_us = request.parameters["timeout"].int64_param
+                if timeout_us <= 0:
+                    raise InvalidInputError("parameter timeout must be a positive int64 of microseconds")
+                timeout_s = timeout_us / 1e6
+            results = await self.service.infer(model, arrays, timeout_s)
+            response = pb.ModelInferResponse(
+                model_name=model.name, model_version=model.version, id=request.id
+            )
+            for name in names:
+                arr = results[name]
+                response.outputs.add(name=name, datatype=NUMPY_TO_V2[arr.dtype], shape=arr.shape)
+                response.raw_output_contents.append(np.ascontiguousarray(arr).tobytes())
+            status = 200
+            return response
+        except SlipwayError as err:
+            status = err.http_status
+            await self._abort(context, err)
+            raise
+        except Exception:
+            log.exception("unhandled error in ModelInfer model=%s", request.model_name)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
+            raise
+        finally:
+            self.service.metrics.observe_request(
+                request.model_name, "grpc", time.perf_counter() - started, status
+            )
+
+
+def build_grpc_server(service: InferenceService, max_message_bytes: int) -> grpc.aio.Server:
+    """A grpc.aio server on the running loop, messages capped like HTTP bodies."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(SlipwayServicer(service), server)
+    return server

@@ -1,0 +1,299 @@
+"""Open Inference Protocol v2 over HTTP on Starlette, with Triton's binary tensor extension and extensions.
+
+Binary inputs are numpy views over the request body (`frombuffer`); binary outputs are written with `tobytes`,
+so no tensor is converted element by element. Every error is JSON `{"error": msg}` with the status of its
+`SlipwayError` class; anything unexpected is a logged 500 that never takes the server down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from slipway.errors import SlipwayError
+from slipway.serving.repository import NUMPY_TO_V2, LoadedModel
+from slipway.serving.service import InferenceService
+from slipway.serving.validation import InvalidInputError, RequestTensor, check_outputs, decode_inputs
+
+log = logging.getLogger(__name__)
+HEADER_LENGTH = "inference-header-content-length"
+JSON_TYPE = "application/json"
+
+
+class PayloadTooLargeError(SlipwayError):
+    """The request body exceeds --max-body-bytes."""
+
+    http_status = 413
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload, separators=(",", ":")).encode(), status, media_type=JSON_TYPE)
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused as soon as it passes the limit (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _parse_json(raw: bytes | memoryview) -> Any:
+    try:
+        return json.loads(bytes(raw))
+    except (ValueError, RecursionError) as err:
+        raise InvalidInputError(f"request header is not valid JSON: {err}") from None
+
+
+def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    params = obj.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInputError(f"{where}: 'parameters' must be an object")
+    return params
+
+
+def _split_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
+    """Separate the JSON header from the binary section (Triton's binary tensor data extension)."""
+    view = memoryview(body)
+    if header_length is None:
+        header, binary = view, view[len(view) :]
+    else:
+        if not header_length.strip().isdigit() or int(header_length) > len(body):
+            raise InvalidInputError(
+                f"Inference-Header-Content-Length {header_length!r} must be an integer within the body "
+                f"({len(body)} bytes)"
+            )
+        n = int(header_length)
+        header, binary = view[:n], view[n:]
+    request = _parse_json(header)
+    if not isinstance(request, dict):
+        raise InvalidInputError("inference request must be a JSON object")
+    return request, binary
+
+
+def _request_tensors(request: dict[str, Any], binary: memoryview) -> list[RequestTensor]:
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInputError("inference request needs a non-empty 'inputs' list")
+    tensors: list[RequestTensor] = []
+    offset = 0
+    for i, item in enumerate(inputs):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInputError(f"inputs[{i}] must be an object with a string 'name'")
+        name = item["name"]
+        datatype = item.get("datatype")
+        if not isinstance(datatype, str):
+            raise InvalidInputError(f"input {name!r}: 'datatype' must be a string such as FP32")
+        size = _params(item, f"input {name!r}").get("binary_data_size")
+        data: Any
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+                raise InvalidInputError(
+                    f"input {name!r}: binary_data_size {size!r} exceeds the {len(binary) - offset} binary bytes left"
+                )
+            data = binary[offset : offset + size]
+            offset += size
+        else:
+            data = item.get("data")
+            if not isinstance(data, list):
+                raise InvalidInputError(f"input {name!r}: 'data' must be a list (or use binary_data_size)")
+        tensors.append(RequestTensor(name, datatype, item.get("shape"), data))  # type: ignore[arg-type]
+    if offset != len(binary):
+        raise InvalidInputError(
+            f"{len(binary) - offset} binary bytes after the JSON header belong to no input"
+        )
+    return tensors
+
+
+def _requested_outputs(model: LoadedModel, request: dict[str, Any]) -> tuple[list[str], set[str]]:
+    """Names to return and which of them go binary (per output, or all via binary_data_output)."""
+    all_binary = bool(_params(request, "request").get("binary_data_output", False))
+    outputs = request.get("outputs") or []
+    if not isinstance(outputs, list):
+        raise InvalidInputError("'outputs' must be a list")
+    names: list[str] = []
+    binary: set[str] = set()
+    for i, item in enumerate(outputs):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInputError(f"outputs[{i}] must be an object with a string 'name'")
+        params = _params(item, f"output {item['name']!r}")
+        if params.get("classification"):
+            raise InvalidInputError("the classification extension is not supported; request raw outputs")
+        names.append(item["name"])
+        if params.get("binary_data", all_binary):
+            binary.add(item["name"])
+    names = check_outputs(model, names)
+    if not outputs and all_binary:
+        binary = set(names)
+    return names, binary
+
+
+def _timeout_s(request: dict[str, Any]) -> float | None:
+    """Triton's per-request `timeout` parameter, in microseconds."""
+    timeout_us = _params(request, "request").get("timeout")
+    if timeout_us is None:
+        return None
+    if not isinstance(timeout_us, int) or isinstance(timeout_us, bool) or timeout_us <= 0:
+        raise InvalidInputError(
+            f"parameter timeout must be a positive integer of microseconds, got {timeout_us!r}"
+        )
+    return timeout_us / 1e6
+
+
+def _infer_response(
+    model: LoadedModel,
+    request: dict[str, Any],
+    names: list[str],
+    binary: set[str],
+    results: dict[str, np.ndarray],
+) -> Response:
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in names:
+        arr = results[name]
+        entry: dict[str, Any] = {"name": name, "datatype": NUMPY_TO_V2[arr.dtype], "shape": list(arr.shape)}
+        if name in binary:
+            blob = np.ascontiguousarray(arr).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = arr.reshape(-1).tolist()
+        outputs.append(entry)
+    payload: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+    if isinstance(request.get("id"), str):
+        payload["id"] = request["id"]
+    header = json.dumps(payload, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(header, 200, media_type=JSON_TYPE)
+    return Response(
+        b"".join([header, *blobs]),
+        200,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def build_app(service: InferenceService) -> Starlette:
+    """The ASGI app; routes follow the v2 protocol and Triton's extensions (see docs/serving.md)."""
+    metrics = service.metrics
+    limit = service.options.max_body_bytes
+
+    def guarded(handler: Handler) -> Handler:
+        async def wrapper(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SlipwayError as err:
+                return _error(err.http_status, str(err))
+            except Exception:
+                log.exception("unhandled error path=%s", request.url.path)
+                return _error(500, "internal server error; see the server log")
+
+        return wrapper
+
+    def version(request: Request) -> str:
+        return str(request.path_params.get("version", ""))
+
+    async def live(request: Request) -> Response:
+        return Response(b"", 200)
+
+    async def ready(request: Request) -> Response:
+        return Response(b"", 200 if service.ready else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return _json(service.server_metadata())
+
+    async def model_metadata(request: Request) -> Response:
+        return _json(service.model_metadata(request.path_params["model"], version(request)))
+
+    async def model_ready(request: Request) -> Response:
+        ok = service.is_model_ready(request.path_params["model"], version(request))
+        return Response(b"", 200 if ok else 503)
+
+    async def model_config(request: Request) -> Response:
+        return _json(service.model_config(request.path_params["model"], version(request)))
+
+    async def model_stats(request: Request) -> Response:
+        return _json(service.statistics(request.path_params.get("model", ""), version(request)))
+
+    async def repository_index(request: Request) -> Response:
+        body = await _read_body(request, limit)
+        ready_only = False
+        if body.strip():
+            parsed = _parse_json(body)
+            ready_only = bool(parsed.get("ready", False)) if isinstance(parsed, dict) else False
+        return _json(service.repository_index(ready_only))
+
+    async def model_control(request: Request) -> Response:
+        raise InvalidInputError("model control is disabled: restart `slipway serve` with the new repository")
+
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), 200, media_type=CONTENT_TYPE_LATEST)
+
+    async def infer(request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["model"]
+        status = 500
+        try:
+            service.incoming += 1  # tells the batcher another request is on its way
+            try:
+                body = await _read_body(request, limit)
+                model = service.model_for_infer(name, version(request))
+                payload, binary = _split_request(body, request.headers.get(HEADER_LENGTH))
+                arrays = decode_inputs(model, _request_tensors(payload, binary))
+                names, binary_out = _requested_outputs(model, payload)
+            finally:
+                service.incoming -= 1
+            results = await service.infer(model, arrays, _timeout_s(payload))
+            response = _infer_response(model, payload, names, binary_out, results)
+            status = 200
+            return response
+        except SlipwayError as err:
+            status = err.http_status
+            raise
+        finally:
+            metrics.observe_request(name, "http", time.perf_counter() - started, status)
+
+    model_paths = ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"]
+    routes = [
+        Route("/v2/health/live", guarded(live), methods=["GET"]),
+        Route("/v2/health/ready", guarded(ready), methods=["GET"]),
+        Route("/v2", guarded(server_metadata), methods=["GET"]),
+        Route("/v2/models/stats", guarded(model_stats), methods=["GET"]),
+        Route("/v2/repository/index", guarded(repository_index), methods=["POST"]),
+        Route("/v2/repository/models/{model}/load", guarded(model_control), methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", guarded(model_control), methods=["POST"]),
+        Route("/metrics", guarded(prometheus), methods=["GET"]),
+    ]
+    for base in model_paths:
+        routes += [
+            Route(base, guarded(model_metadata), methods=["GET"]),
+            Route(base + "/ready", guarded(model_ready), methods=["GET"]),
+            Route(base + "/infer", guarded(infer), methods=["POST"]),
+            Route(base + "/config", guarded(model_config), methods=["GET"]),
+            Route(base + "/stats", guarded(model_stats), methods=["GET"]),
+        ]
+    return Starlette(routes=routes)

@@ -1,0 +1,286 @@
+"""Run HTTP (uvicorn) and gRPC (grpc.aio) on one event loop over one InferenceService; stop them gracefully.
+
+`run_server` blocks (the CLI); `start_server` returns a handle running the server in a background thread or a
+subprocess, for tests, benchmarks and the local deploy step (start, smoke-test, stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import uvicorn
+
+from slipway.errors import SlipwayError
+from slipway.serving.grpc_app import build_grpc_server
+from slipway.serving.http_app import build_app
+from slipway.serving.repository import SessionOptions, load_repository
+from slipway.serving.service import InferenceService, ServerOptions
+
+log = logging.getLogger(__name__)
+DEFAULT_HOST = "127.0.0.1"
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the Slipway server owns shutdown for both protocols."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class _Bound:
+    http_port: int = 0
+    grpc_port: int = 0
+
+
+async def serve_async(
+    service: InferenceService,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    stop: asyncio.Event,
+    bound: _Bound | None = None,
+    on_ready: threading.Event | None = None,
+) -> None:
+    """Serve until `stop` is set, then: not ready -> stop accepting -> drain queues -> close."""
+    await service.start()
+    grpc_server = build_grpc_server(service, service.options.max_body_bytes)
+    actual_grpc = grpc_server.add_insecure_port(f"{host}:{grpc_port}")
+    await grpc_server.start()
+    config = uvicorn.Config(
+        build_app(service),
+        host=host,
+        port=http_port,
+        http="httptools",
+        loop="none",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(service.options.shutdown_grace_s) or 1,
+        limit_concurrency=None,
+        backlog=2048,
+    )
+    http_server = _Uvicorn(config)
+    http_task = asyncio.create_task(http_server.serve())
+    try:
+        while not http_server.started:
+            if http_task.done():
+                http_task.result()  # raises the bind error
+                raise SlipwayError(f"HTTP server on {host}:{http_port} stopped during startup")
+            await asyncio.sleep(0.01)
+        actual_http = http_server.servers[0].sockets[0].getsockname()[1]
+        if bound is not None:
+            bound.http_port, bound.grpc_port = actual_http, actual_grpc
+        log.info(
+            "serving models=%s http=%s:%d grpc=%s:%d",
+            sorted(service.models),
+            host,
+            actual_http,
+            host,
+            actual_grpc,
+        )
+        if on_ready is not None:
+            on_ready.set()
+        await stop.wait()
+    finally:
+        log.info("shutting down: draining queues (grace %.1f s)", service.options.shutdown_grace_s)
+        service.ready = False
+        http_server.should_exit = True
+        await asyncio.gather(
+            http_task,
+            grpc_server.stop(service.options.shutdown_grace_s),
+            service.stop(),
+            return_exceptions=True,
+        )
+        log.info("server stopped")
+
+
+def build_service(repo: str | Path, threads: int | None, options: ServerOptions) -> InferenceService:
+    """Load and verify the repository before any port opens: a refused model means no server."""
+    return InferenceService(load_repository(repo, SessionOptions(intra_op_threads=threads)), options)
+
+
+def run_server(
+    repo: str | Path,
+    host: str = DEFAULT_HOST,
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    threads: int | None = None,
+    options: ServerOptions | None = None,
+) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM (the `slipway serve` command)."""
+    service = build_service(repo, threads, options or ServerOptions())
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_async(service, host, http_port, grpc_port, stop)
+
+    asyncio.run(main())
+
+
+class ServerHandle:
+    """A running server: `.url` (http://host:port), `.grpc_url` (host:port), `.stop()`; a context manager."""
+
+    def __init__(self, host: str, http_port: int, grpc_port: int) -> None:
+        self.host = host
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def stop(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class _ThreadServer(ServerHandle):
+    def __init__(
+        self, service: InferenceService, host: str, http_port: int, grpc_port: int, timeout_s: float
+    ):
+        super().__init__(host, http_port, grpc_port)
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        bound = _Bound()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._stop = asyncio.Event()
+                self._loop.run_until_complete(
+                    serve_async(service, host, http_port, grpc_port, self._stop, bound, self._ready)
+                )
+            except BaseException as err:
+                self._error = err
+                self._ready.set()
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="slipway-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s) or self._error is not None:
+            self.stop()
+            raise SlipwayError(f"server did not start within {timeout_s:g} s: {self._error!r}")
+        self.http_port, self.grpc_port = bound.http_port, bound.grpc_port
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port free right now (for a subprocess that must be told its ports up front)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class _ProcessServer(ServerHandle):
+    def __init__(self, argv: list[str], host: str, http_port: int, grpc_port: int, timeout_s: float) -> None:
+        super().__init__(host, http_port, grpc_port)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._proc = subprocess.Popen(argv, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise SlipwayError(f"server process exited with code {self._proc.returncode} during startup")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise SlipwayError(f"server process not ready within {timeout_s:g} s")
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+def start_server(
+    repo: str | Path,
+    host: str = DEFAULT_HOST,
+    http_port: int = 0,
+    grpc_port: int = 0,
+    *,
+    threads: int | None = None,
+    options: ServerOptions | None = None,
+    subprocess_mode: bool = False,
+    startup_timeout_s: float = 60.0,
+) -> ServerHandle:
+    """Start a server and return once it is ready; port 0 picks a free port. Stop it with `.stop()` or `with`.
+
+    In a thread (default) it shares the caller's process; `subprocess_mode=True` gives it its own interpreter
+    (no GIL sharing with a load generator, and a crash cannot take the caller down).
+    """
+    options = options or ServerOptions()
+    if not subprocess_mode:
+        service = build_service(repo, threads, options)
+        return _ThreadServer(service, host, http_port, grpc_port, startup_timeout_s)
+    http_port = http_port or free_port(host)
+    grpc_port = grpc_port or free_port(host)
+    argv = [
+        sys.executable,
+        "-m",
+        "slipway.serving.cli",
+        str(repo),
+        "--host",
+        host,
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--max-queue",
+        str(options.max_queue),
+        "--timeout-s",
+        str(options.timeout_s),
+        "--max-body-bytes",
+        str(options.max_body_bytes),
+    ]
+    if threads:
+        argv += ["--threads", str(threads)]
+    return _ProcessServer(argv, host, http_port, grpc_port, startup_timeout_s)

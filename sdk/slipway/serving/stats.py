@@ -1,0 +1,165 @@
+"""What the server counts: Triton's statistics extension per model, and Prometheus metrics for scraping.
+
+Statistics are plain integers updated on the event loop thread (no locks on the hot path); the Prometheus
+children are resolved once per (model, protocol) so a request costs a few dict lookups, and model labels come
+only from loaded models (an unknown name is counted as "_unknown", so fuzzed names cannot grow the registry).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+UNKNOWN_MODEL = "_unknown"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass
+class _Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+    def as_dict(self) -> dict[str, int]:
+        return {"count": self.count, "ns": self.ns}
+
+
+@dataclass
+class _BatchStats:
+    compute_input: _Duration = field(default_factory=_Duration)
+    compute_infer: _Duration = field(default_factory=_Duration)
+    compute_output: _Duration = field(default_factory=_Duration)
+
+
+@dataclass
+class ModelStats:
+    """Triton's per-model statistics (statistics extension): counts and cumulative nanoseconds."""
+
+    name: str
+    version: str
+    last_inference_ms: int = 0
+    inference_count: int = 0
+    execution_count: int = 0
+    success: _Duration = field(default_factory=_Duration)
+    fail: _Duration = field(default_factory=_Duration)
+    queue: _Duration = field(default_factory=_Duration)
+    compute_input: _Duration = field(default_factory=_Duration)
+    compute_infer: _Duration = field(default_factory=_Duration)
+    compute_output: _Duration = field(default_factory=_Duration)
+    batches: dict[int, _BatchStats] = field(default_factory=dict)
+
+    def record_request(self, ok: bool, duration_ns: int, rows: int = 0) -> None:
+        if ok:
+            self.success.add(duration_ns)
+            self.inference_count += rows
+            self.last_inference_ms = time.time_ns() // 1_000_000
+        else:
+            self.fail.add(duration_ns)
+
+    def record_batch(
+        self, rows: int, requests: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
+    ):
+        """One model execution of `rows` rows gathered from `requests` requests."""
+        self.execution_count += 1
+        self.queue.add(queue_ns, requests)
+        self.compute_input.add(input_ns, requests)
+        self.compute_infer.add(infer_ns, requests)
+        self.compute_output.add(output_ns, requests)
+        per_batch = self.batches.setdefault(rows, _BatchStats())
+        per_batch.compute_input.add(input_ns)
+        per_batch.compute_infer.add(infer_ns)
+        per_batch.compute_output.add(output_ns)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shaped like Triton's `GET /v2/models/<m>/stats` entry (and ModelStatistics protobuf fields)."""
+        zero = _Duration().as_dict()
+        return {
+            "name": self.name,
+            "version": self.version,
+            "last_inference": self.last_inference_ms,
+            "inference_count": self.inference_count,
+            "execution_count": self.execution_count,
+            "inference_stats": {
+                "success": self.success.as_dict(),
+                "fail": self.fail.as_dict(),
+                "queue": self.queue.as_dict(),
+                "compute_input": self.compute_input.as_dict(),
+                "compute_infer": self.compute_infer.as_dict(),
+                "compute_output": self.compute_output.as_dict(),
+                "cache_hit": zero,
+                "cache_miss": zero,
+            },
+            "batch_stats": [
+                {
+                    "batch_size": size,
+                    "compute_input": b.compute_input.as_dict(),
+                    "compute_infer": b.compute_infer.as_dict(),
+                    "compute_output": b.compute_output.as_dict(),
+                }
+                for size, b in sorted(self.batches.items())
+            ],
+        }
+
+
+class ServerMetrics:
+    """Prometheus metrics in a registry of their own (several servers may live in one test process)."""
+
+    def __init__(self, models: list[str]) -> None:
+        self.registry = CollectorRegistry()
+        self._models = set(models)
+        self.requests = Counter(
+            "slipway_inference_requests",
+            "Inference requests received",
+            ["model", "protocol"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "slipway_inference_failures",
+            "Inference requests that failed, by status code",
+            ["model", "protocol", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "slipway_inference_latency_seconds",
+            "End-to-end request latency inside the server",
+            ["model", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "slipway_batch_size",
+            "Rows per model execution",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "slipway_queue_depth", "Requests waiting in the model's queue", ["model"], registry=self.registry
+        )
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def label(self, model: str) -> str:
+        return model if model in self._models else UNKNOWN_MODEL
+
+    def observe_request(self, model: str, protocol: str, seconds: float, code: int) -> None:
+        key = (self.label(model), protocol)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(*key))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        if code != 200:
+            self.failures.labels(key[0], protocol, str(code)).inc()
+
+    def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
+        """The queue depth is read at scrape time, so enqueueing costs nothing."""
+        self.queue_depth.labels(model).set_function(depth)

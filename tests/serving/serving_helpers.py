@@ -1,0 +1,44 @@
+"""Helpers shared by the serving tests and fixtures (a module of its own: test dirs have no __init__)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from google.protobuf import text_format
+from slipway.config import TritonConfig
+from slipway.triton import CONFIG_FILE, read_model_config, write_model
+from torch import nn
+
+INPUT_SHAPE = (1, 8, 8)
+
+
+def digits_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)
+    ).eval()
+
+
+def make_repo(root: Path, onnx_model: Path) -> Path:
+    """digits: dynamic batching; direct: batched, no dynamic_batching; pair: two instances."""
+    repo = root / "repo"
+    write_model(repo, "digits", onnx_model, TritonConfig(max_batch_size=64, max_queue_delay_us=2000))
+    direct_dir = write_model(
+        repo, "direct", onnx_model, TritonConfig(max_batch_size=8, preferred_batch_sizes=[])
+    )
+    config = read_model_config(direct_dir)
+    config.ClearField("dynamic_batching")
+    (direct_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
+    write_model(
+        repo,
+        "pair",
+        onnx_model,
+        TritonConfig(max_batch_size=16, preferred_batch_sizes=[4, 8], instance_count=2),
+    )
+    return repo
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *INPUT_SHAPE)).astype(np.float32)

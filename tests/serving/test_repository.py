@@ -1,0 +1,61 @@
+"""Loading a repository: verified bytes or nothing, and a config that matches the graph."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from slipway.errors import ArtifactIntegrityError, NotFoundError, TritonConfigError
+from slipway.serving.repository import SessionOptions, load_model, load_repository
+from slipway.serving.server import start_server
+from slipway.triton import CONFIG_FILE, read_model_config
+
+
+@pytest.fixture
+def repo_copy(model_repo: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(model_repo, tmp_path / "repo"))
+
+
+def test_loads_every_model_with_instance_count(model_repo: Path) -> None:
+    models = load_repository(model_repo, SessionOptions(intra_op_threads=1))
+    assert sorted(models) == ["digits", "direct", "pair"]
+    assert len(models["pair"].sessions) == 2 and len(models["digits"].sessions) == 1
+    assert models["digits"].dynamic_batching and not models["direct"].dynamic_batching
+    assert models["digits"].sessions[0].get_session_options().intra_op_num_threads == 1
+
+
+def test_sha256_mismatch_refused_at_load(repo_copy: Path) -> None:
+    model_file = repo_copy / "digits" / "1" / "model.onnx"
+    data = bytearray(model_file.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit: still a file ORT might load, but not the one that was verified
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match="does not match metadata"):
+        load_model(repo_copy / "digits")
+    with pytest.raises(ArtifactIntegrityError):
+        start_server(repo_copy)  # the server refuses to start rather than serve a tampered model
+
+
+def test_missing_sidecar_refused(repo_copy: Path) -> None:
+    (repo_copy / "direct" / "1" / "model.onnx.meta.json").unlink()
+    with pytest.raises(NotFoundError, match="no metadata sidecar"):
+        load_model(repo_copy / "direct")
+
+
+def test_newest_version_is_served(repo_copy: Path) -> None:
+    shutil.copytree(repo_copy / "digits" / "1", repo_copy / "digits" / "3")
+    assert load_model(repo_copy / "digits").version == "3"
+
+
+def test_config_must_name_graph_tensors(repo_copy: Path) -> None:
+    config = read_model_config(repo_copy / "direct")
+    config.input[0].name = "pixels"
+    (repo_copy / "direct" / CONFIG_FILE).write_text(text_format.MessageToString(config))
+    with pytest.raises(TritonConfigError, match="differ from the graph"):
+        load_model(repo_copy / "direct")
+
+
+def test_empty_repository_refused(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="holds no model"):
+        load_repository(tmp_path)

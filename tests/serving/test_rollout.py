@@ -1,0 +1,302 @@
+"""Canary rollout through the REAL `kubernetes` client, tested against a local test double of the API server.
+
+Not a real cluster: `k8s_double.KServeDouble` (127.0.0.1) stands in for the API server + a simplified KServe
+controller (revisions, Ready conditions, traffic split), a Triton v2 endpoint per revision and Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from kubernetes import client as k8s
+from slipway import images
+from slipway.artifacts import ModelArtifact, TensorSpec
+from slipway.errors import ClusterError, ConfigError, NotFoundError
+from slipway.serving.kserve import PREVIOUS_STORAGE_URI_ANNOTATION, build_inference_service
+from slipway.serving.prometheus import CanaryMargins, PrometheusClient, RevisionMetrics, judge_canary
+from slipway.serving.rollout import Rollout, RolloutSettings, tritonclient_smoke_test
+from slipway.serving.rollout_cli import deploy, rollout
+
+try:
+    from k8s_double import KServeDouble
+except ImportError:  # tests/serving imported as a package
+    from tests.serving.k8s_double import KServeDouble  # type: ignore[no-redef]
+
+NS, NAME = "models", "mnist"
+V1, V2 = "s3://models/mnist/v1", "s3://models/mnist/v2"
+REV1, REV2 = f"{NAME}-predictor-00001", f"{NAME}-predictor-00002"
+FAST = RolloutSettings(ready_timeout_s=5, poll_interval_s=0.02, request_timeout_s=5, analysis_s=0)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def double() -> Iterator[KServeDouble]:
+    server = KServeDouble(ready_after_s=0.05).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api(double: KServeDouble) -> k8s.CustomObjectsApi:
+    config = k8s.Configuration()
+    config.host = double.url
+    return k8s.CustomObjectsApi(k8s.ApiClient(config))
+
+
+def _body(uri: str, percent: int | None = 10, mode: str = "Knative") -> dict:
+    return build_inference_service(
+        NAME, NS, uri, "onnx", canary_traffic_percent=percent, deployment_mode=mode
+    )  # type: ignore[arg-type]
+
+
+def _rollout(api: k8s.CustomObjectsApi, double: KServeDouble, settings: RolloutSettings = FAST) -> Rollout:
+    prometheus = PrometheusClient(double.url, window="1m", timeout_s=5)
+    return Rollout(api, settings, prometheus=prometheus, smoke_test=tritonclient_smoke_test)
+
+
+def _metrics(double: KServeDouble, revision: str, *, rate: float, errors: float, p99: float) -> None:
+    where = f'revision_name="{revision}"'
+    double.prom_rules += [
+        (("5xx", where), errors),
+        (("histogram_quantile", where), p99),
+        (("revision_request_count", where), rate),
+    ]
+
+
+def _traffic(double: KServeDouble) -> dict[str, int]:
+    component = double.stored(NS, NAME)["status"]["components"]["predictor"]
+    return {t["revisionName"]: t["percent"] for t in component["traffic"]}
+
+
+def _deployed(api: k8s.CustomObjectsApi, double: KServeDouble) -> Rollout:
+    ro = _rollout(api, double)
+    assert ro.deploy(_body(V1)).outcome == "created"
+    return ro
+
+
+def test_create_first_revision_takes_all_traffic_and_is_smoke_tested(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    result = _rollout(api, double).deploy(_body(V1))
+    assert result.outcome == "created" and result.ok
+    assert result.status.ready and result.status.latest_ready_revision == REV1
+    assert _traffic(double) == {REV1: 100}
+    assert double.infer_calls == [REV1]
+    assert result.smoke is not None and result.smoke["outputs"] == {"logits": [1, 3]}
+    method, _, ctype, sent = double.requests[1]
+    assert (method, ctype) == ("POST", "application/json")
+    assert "canaryTrafficPercent" not in sent["spec"]["predictor"]  # no stable revision to split with
+
+
+def test_canary_update_splits_traffic_then_manual_promote(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro = _deployed(api, double)
+    result = ro.deploy(_body(V2, percent=20), wait=False)
+    assert result.outcome == "canary"
+    ctype, patch = double.patches()[-1]
+    assert ctype == "application/merge-patch+json"
+    assert patch["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert patch["spec"]["predictor"]["model"]["storageUri"] == V2
+    assert patch["metadata"]["annotations"][PREVIOUS_STORAGE_URI_ANNOTATION] == V1
+    assert patch["metadata"]["resourceVersion"]
+    time.sleep(0.1)
+    status = ro.status(NAME, NS)
+    assert status.canary_in_progress
+    assert _traffic(double) == {REV2: 20, REV1: 80}
+    assert status.revision_url(REV2) == f"{double.url}/revisions/{REV2}"
+    with pytest.raises(ClusterError, match="already in progress"):
+        ro.deploy(_body("s3://models/mnist/v3"))
+
+    promoted = ro.promote(NAME, NS)
+    assert promoted.outcome == "promoted"
+    assert _traffic(double) == {REV2: 100}
+    assert promoted.status.latest_rolledout_revision == REV2
+    assert "canaryTrafficPercent" not in double.stored(NS, NAME)["spec"]["predictor"]
+    with pytest.raises(ClusterError, match="nothing to promote"):
+        ro.promote(NAME, NS)
+
+
+def test_canary_within_margins_is_promoted_automatically(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro = _deployed(api, double)
+    _metrics(double, REV2, rate=3.0, errors=0.004, p99=110.0)
+    _metrics(double, REV1, rate=27.0, errors=0.002, p99=100.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "promoted", result.message
+    assert result.verdict is not None and result.verdict.decision == "promote"
+    assert _traffic(double) == {REV2: 100}
+    assert REV2 in double.infer_calls  # the smoke test hit the canary's own tagged URL
+    assert any(f'revision_name="{REV2}"' in q and 'namespace_name="models"' in q for q in double.prom_queries)
+    assert any(f'revision_name="{REV1}"' in q for q in double.prom_queries)
+
+
+def test_canary_with_worse_error_rate_is_rolled_back(api: k8s.CustomObjectsApi, double: KServeDouble) -> None:
+    ro = _deployed(api, double)
+    _metrics(double, REV2, rate=3.0, errors=0.08, p99=100.0)
+    _metrics(double, REV1, rate=27.0, errors=0.001, p99=100.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "rolled_back" and not result.ok
+    assert result.verdict is not None and "error rate 0.0800" in result.verdict.reasons[0]
+    stored = double.stored(NS, NAME)
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == V1
+    assert stored["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert PREVIOUS_STORAGE_URI_ANNOTATION not in stored["metadata"]["annotations"]
+    assert _traffic(double)[REV1] == 100
+
+
+def test_canary_with_worse_p99_is_rolled_back(api: k8s.CustomObjectsApi, double: KServeDouble) -> None:
+    ro = _deployed(api, double)
+    _metrics(double, REV2, rate=3.0, errors=0.0, p99=180.0)
+    _metrics(double, REV1, rate=27.0, errors=0.0, p99=100.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "rolled_back"
+    assert result.verdict is not None and len(result.verdict.reasons) == 1
+    assert "p99 180.0 ms" in result.verdict.reasons[0]
+    assert double.stored(NS, NAME)["spec"]["predictor"]["model"]["storageUri"] == V1
+    assert _traffic(double)[REV1] == 100
+
+
+def test_too_little_canary_traffic_holds_the_split(api: k8s.CustomObjectsApi, double: KServeDouble) -> None:
+    ro = _deployed(api, double)
+    _metrics(double, REV2, rate=0.0, errors=0.0, p99=100.0)
+    _metrics(double, REV1, rate=5.0, errors=0.0, p99=100.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "held"
+    assert _traffic(double) == {REV2: 10, REV1: 90}
+
+
+def test_timeout_waiting_for_ready_reports_conditions_and_rolls_back(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro = _deployed(api, double)
+    double.stuck_uris.add(V2)
+    ro.settings = FAST.model_copy(update={"ready_timeout_s": 0.3})
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as info:
+        ro.deploy(_body(V2))
+    assert time.monotonic() - started < 3
+    message = str(info.value)
+    assert "timed out after 0.3s" in message and "Ready=Unknown (RevisionMissing" in message
+    assert f"rolled back {NS}/{NAME} from {V2} to {V1}" in message
+    assert double.stored(NS, NAME)["spec"]["predictor"]["model"]["storageUri"] == V1
+    assert _traffic(double) == {REV1: 100}
+
+
+def test_failed_revision_fails_fast_with_the_controller_reason(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro = _deployed(api, double)
+    double.failing_uris[V2] = "Back-off pulling image"
+    with pytest.raises(ClusterError, match=r"RevisionFailed.*Back-off pulling image"):
+        ro.deploy(_body(V2))
+
+
+def test_failed_smoke_test_rolls_back(api: k8s.CustomObjectsApi, double: KServeDouble) -> None:
+    ro = _deployed(api, double)
+    double.broken_model_uris.add(V2)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "rolled_back"
+    assert "smoke test" in result.message and "unexpected shape" in result.message
+    assert _traffic(double)[REV1] == 100
+
+
+def test_standard_mode_refuses_canary_instead_of_pretending(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro = _rollout(api, double)
+    ro.deploy(_body(V1, percent=None, mode="Standard"))
+    unannotated = _body(V2, percent=10)
+    del unannotated["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+    with pytest.raises(ClusterError, match=r"deployment mode is Standard.*ignores it"):
+        ro.deploy(unannotated)
+    with pytest.raises(ConfigError, match="runs in Standard mode but Knative was requested"):
+        ro.deploy(_body(V2, percent=10))
+    assert double.patches() == []
+    with pytest.raises(ClusterError, match="refusing promote"):
+        ro.promote(NAME, NS)
+    # a plain update (no canary) is allowed in Standard mode
+    assert ro.deploy(_body(V2, percent=None, mode="Standard")).outcome == "updated"
+
+
+def test_rollback_needs_a_recorded_previous_uri_and_missing_isvc_is_not_found(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro = _deployed(api, double)
+    with pytest.raises(ClusterError, match="no previous storageUri recorded"):
+        ro.rollback(NAME, NS)
+    with pytest.raises(NotFoundError, match=r"HTTP 404.*not found"):
+        ro.status("absent", NS)
+
+
+def test_cli_deploy_status_and_errors(double: KServeDouble, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "double", "cluster": {"server": double.url}}],
+                "users": [{"name": "tester", "user": {"token": "not-a-secret"}}],
+                "contexts": [{"name": "double", "context": {"cluster": "double", "user": "tester"}}],
+                "current-context": "double",
+            }
+        )
+    )
+    common = ["--name", NAME, "--namespace", NS, "--kubeconfig", str(kubeconfig), "--poll-s", "0.02"]
+    runner = CliRunner()
+    out = runner.invoke(deploy, [*common, "--storage-uri", V1, "--format", "onnx", "--no-wait"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["outcome"] == "created"
+    time.sleep(0.1)
+    out = runner.invoke(rollout, ["status", *common])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["latest_ready_revision"] == REV1
+
+    out = runner.invoke(rollout, ["rollback", *common])
+    assert out.exit_code == 1 and "no previous storageUri recorded" in out.output
+
+    meta = tmp_path / "model.plan.meta.json"
+    meta.write_text(
+        ModelArtifact(
+            file="model.plan",
+            sha256="0" * 64,
+            size_bytes=1,
+            framework="tensorrt",
+            precision="fp16",
+            inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 4])],
+            outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, 3])],
+            tensorrt_version="8.6.1",
+        ).model_dump_json()
+    )
+    args = [*common, "--storage-uri", V2, "--format", "tensorrt", "--artifact-metadata", str(meta)]
+    out = runner.invoke(deploy, args)
+    assert out.exit_code == 2
+    assert "8.6.1" in out.output and images.TENSORRT_VERSION in out.output
+
+
+def test_judge_canary_margins_and_missing_data() -> None:
+    margins = CanaryMargins(
+        max_error_rate_increase=0.01, max_p99_ratio=1.2, p99_tolerance_ms=5, min_request_rate=0.1
+    )
+    stable = RevisionMetrics("r1", 10.0, 0.01, 100.0)
+    assert judge_canary(RevisionMetrics("r2", 1.0, 0.019, 124.9), stable, margins).decision == "promote"
+    assert judge_canary(RevisionMetrics("r2", 1.0, 0.021, 100.0), stable, margins).decision == "rollback"
+    assert judge_canary(RevisionMetrics("r2", 1.0, 0.0, 125.1), stable, margins).decision == "rollback"
+    assert judge_canary(RevisionMetrics("r2", 0.05, 0.5, 999.0), stable, margins).decision == "inconclusive"
+    no_latency = RevisionMetrics("r1", 10.0, math.nan, math.nan)
+    assert judge_canary(RevisionMetrics("r2", 1.0, 0.0, 500.0), no_latency, margins).decision == "promote"
+
+
+def test_prometheus_unreachable_is_a_clear_error() -> None:
+    prometheus = PrometheusClient("http://127.0.0.1:9", timeout_s=1)
+    with pytest.raises(ClusterError, match=r"Prometheus at http://127\.0\.0\.1:9 unreachable"):
+        prometheus.query("up")

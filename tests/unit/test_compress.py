@@ -1,0 +1,89 @@
+"""Pruning: structured pruning removes channels (params, MACs and ONNX size shrink), unstructured reports sparsity."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from slipway.compress import (
+    classifier_layers,
+    count_macs,
+    prune_and_finetune,
+    structured_prune,
+    unstructured_prune,
+    weight_sparsity,
+)
+from slipway.config import DistillConfig, ModelSpec, PruneConfig
+from slipway.convert import export_onnx
+from slipway.errors import ModelError
+from slipway.models import build_model, count_parameters, load_model, save_model
+
+SHAPE, CLASSES = (1, 8, 8), 10
+QUICK = DistillConfig(epochs=1, patience=1)
+
+
+def _student(arch: str = "student_cnn", **kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelSpec(architecture=arch, kwargs=kwargs), SHAPE, CLASSES).eval()
+
+
+def test_structured_pruning_removes_channels_and_keeps_the_classifier(tmp_path: Path) -> None:
+    model = _student(width=16)
+    before_params, before_macs = count_parameters(model), count_macs(model, SHAPE)
+    export_onnx(model, SHAPE, tmp_path / "before.onnx")
+    channels = structured_prune(model, SHAPE, CLASSES, PruneConfig(ratio=0.5))
+    assert count_parameters(model) < 0.5 * before_params
+    assert count_macs(model, SHAPE) < 0.5 * before_macs
+    assert channels["0"] == [16, 8]
+    assert model(torch.zeros(3, *SHAPE)).shape == (3, CLASSES)
+    export_onnx(model, SHAPE, tmp_path / "after.onnx")
+    assert (tmp_path / "after.onnx").stat().st_size < 0.6 * (tmp_path / "before.onnx").stat().st_size
+
+
+def test_pruned_checkpoint_reloads_with_the_narrower_shapes(tmp_path: Path) -> None:
+    model = _student("student_cnn", width=16, stages=3)
+    structured_prune(model, SHAPE, CLASSES, PruneConfig(ratio=0.25, round_to=4))
+    spec = ModelSpec(architecture="student_cnn", kwargs={"width": 16, "stages": 3})
+    save_model(model, spec, SHAPE, CLASSES, tmp_path / "pruned.pt", pruning={"method": "structured"})
+    loaded, payload = load_model(tmp_path / "pruned.pt")
+    x = torch.randn(4, *SHAPE)
+    assert payload["pruning"]["method"] == "structured"
+    assert count_parameters(loaded) == count_parameters(model)
+    assert torch.allclose(loaded(x), model(x))
+    assert all(c.out_channels % 4 == 0 for c in loaded.modules() if isinstance(c, nn.Conv2d))
+
+
+def test_unstructured_pruning_reports_sparsity_and_keeps_shapes() -> None:
+    model = _student(width=16)
+    params = count_parameters(model)
+    unstructured_prune(model, 0.6)
+    assert count_parameters(model) == params
+    assert weight_sparsity(model) == pytest.approx(0.6, abs=0.01)
+
+
+def test_prune_and_finetune_distils_and_reports(digits_splits, tmp_path: Path) -> None:
+    s = digits_splits
+    student, teacher = _student(width=16), _student("student_cnn", width=32)
+    xy = (s.x_train[:400], s.y_train[:400], s.x_val[:100], s.y_val[:100])
+    pruned, report = prune_and_finetune(
+        student, teacher, xy, SHAPE, CLASSES, PruneConfig(ratio=0.5, finetune=QUICK), 0, tmp_path
+    )
+    assert report.params_after < report.params_before == count_parameters(student)
+    assert report.macs_after < report.macs_before
+    assert report.finetune_epochs == 1 and 0 <= report.val_accuracy_finetuned <= 1
+    assert count_parameters(pruned) == report.params_after
+
+    sparse, sreport = prune_and_finetune(
+        student, None, xy, SHAPE, CLASSES, PruneConfig(method="unstructured", ratio=0.5, finetune=QUICK), 0,
+        tmp_path / "u",
+    )
+    assert sreport.sparsity == pytest.approx(0.5, abs=0.02)  # masks stay on during fine-tuning
+    assert sreport.params_after == sreport.params_before
+    assert not any(name.endswith("_orig") for name in sparse.state_dict())
+
+
+def test_classifier_must_be_recognizable() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 7))
+    with pytest.raises(ModelError, match="7 outputs, not 10"):
+        classifier_layers(model, SHAPE, CLASSES)

@@ -1,0 +1,101 @@
+"""INT8 (static QDQ) and FP16 with ONNX Runtime: parity with FP32, metadata, and the fallback ladder."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from slipway import quantize
+from slipway.artifacts import read_metadata, write_metadata
+from slipway.config import ModelSpec, QuantizeConfig, TrainConfig
+from slipway.convert import export_onnx
+from slipway.errors import ExportError
+from slipway.models import build_model, count_parameters
+from slipway.quantize import Attempt, CalibrationReader, boundary_nodes, calibration_sample, convert_fp16, quantize_int8
+from slipway.training import train
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(digits_splits, tmp_path_factory) -> Path:
+    s = digits_splits
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(architecture="student_cnn"), s.input_shape, s.num_classes)
+    out = tmp_path_factory.mktemp("q")
+    train(model, s.x_train, s.y_train, s.x_val, s.y_val, TrainConfig(epochs=4, patience=4), 0, out / "ckpt")
+    path = out / "student.onnx"
+    artifact = export_onnx(model, s.input_shape, path)
+    write_metadata(path, artifact.model_copy(update={"extra": {"params": count_parameters(model)}}))
+    return path
+
+
+def test_int8_qdq_passes_parity_and_carries_metadata(fp32_onnx: Path, digits_splits, tmp_path: Path) -> None:
+    s = digits_splits
+    out = tmp_path / "int8.onnx"
+    calib = calibration_sample(s.x_train, 128, seed=0)
+    result = quantize_int8(fp32_onnx, out, calib, s.x_val, s.x_test, s.y_test, QuantizeConfig(), threads=1)
+    assert result.top1_agreement >= 0.99 and result.accuracy_delta_points <= 1.0
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    meta = read_metadata(out)
+    assert meta.precision == "int8" and meta.extra["params"] == read_metadata(fp32_onnx).extra["params"]
+    assert meta.extra["calibration_method"] == "minmax"
+    assert out.stat().st_size < fp32_onnx.stat().st_size
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_other_calibration_methods(method: str, fp32_onnx: Path, digits_splits, tmp_path: Path) -> None:
+    s = digits_splits
+    cfg = QuantizeConfig(calibration_method=method, calibration_samples=64, per_channel=False)
+    result = quantize_int8(fp32_onnx, tmp_path / "q.onnx", calibration_sample(s.x_train, 64, 0), s.x_val[:200],
+                           s.x_test, s.y_test, cfg, threads=1)
+    assert result.attempts[0].calibration_method == method
+    assert result.top1_agreement >= 0.99
+
+
+def test_fp16_keeps_fp32_io_and_passes_parity(fp32_onnx: Path, digits_splits, tmp_path: Path) -> None:
+    s = digits_splits
+    out = tmp_path / "fp16.onnx"
+    result = convert_fp16(fp32_onnx, out, s.x_val, s.x_test, s.y_test, QuantizeConfig(), threads=1)
+    meta = read_metadata(out)
+    assert meta.precision == "fp16" and meta.inputs[0].dtype == "float32"
+    assert result.top1_agreement >= 0.99
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(out)).graph.initializer)
+
+
+def test_fallback_ladder_then_failure_with_numbers(fp32_onnx, digits_splits, tmp_path, monkeypatch) -> None:
+    s = digits_splits
+    seen: list[tuple[str | None, list[str]]] = []
+
+    def over_budget(label, method, excluded, candidate, reference, cfg, threads) -> Attempt:
+        seen.append((method, excluded))
+        return Attempt(label=label, calibration_method=method, excluded_nodes=excluded, accuracy=0.5,
+                       accuracy_delta_points=40.0, top1_agreement=0.6, passed=False, failure="over")
+
+    monkeypatch.setattr(quantize, "_measure", over_budget)
+    with pytest.raises(ExportError, match=r"INT8 .* after every fallback: .*\+40\.00 points.*agreement 0\.6000"):
+        quantize_int8(fp32_onnx, tmp_path / "q.onnx", calibration_sample(s.x_train, 32, 0), s.x_val[:50],
+                      s.x_test, s.y_test, QuantizeConfig(), threads=1)
+    boundary = boundary_nodes(fp32_onnx)
+    assert seen == [("minmax", []), ("minmax", boundary), ("percentile", boundary)]
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_boundary_nodes_are_first_and_last_compute_nodes(fp32_onnx: Path) -> None:
+    nodes = onnx.load(str(fp32_onnx)).graph.node
+    first, last = boundary_nodes(fp32_onnx)
+    types = {n.name: n.op_type for n in nodes}
+    assert types[first] == "Conv" and types[last] in ("Gemm", "MatMul")
+
+
+def test_calibration_reader_batches_and_rewinds() -> None:
+    x = np.arange(70, dtype=np.float32).reshape(70, 1)
+    reader = CalibrationReader(x, "input", batch_size=32)
+    sizes = []
+    while (batch := reader.get_next()) is not None:
+        sizes.append(len(batch["input"]))
+    assert sizes == [32, 32, 6] and len(reader) == 3
+    reader.rewind()
+    assert reader.get_next()["input"][0, 0] == 0
+    assert len(calibration_sample(x, 500, seed=0)) == 70

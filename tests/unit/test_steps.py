@@ -1,0 +1,71 @@
+"""The steps end to end as library calls: built-in digits, and a user factory on 1D and tabular NPZ data."""
+
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slipway import steps
+from slipway.config import SlipwayConfig
+from slipway.triton import read_model_config
+
+
+def run_all_steps(cfg: SlipwayConfig, out: Path) -> dict:
+    """The quickstart pipeline's steps in order, as the components call them."""
+    info = steps.prepare_data(cfg, "run-key", out / "dataset", out / "reference")
+    steps.train_teacher(cfg, info.run_id, out / "dataset", out / "teacher")
+    steps.distill_student(cfg, info.run_id, out / "dataset", out / "teacher", out / "student")
+    steps.export_model(cfg, out / "teacher", out / "dataset", out / "teacher.onnx")
+    steps.export_model(cfg, out / "student", out / "dataset", out / "student.onnx")
+    report = steps.evaluate_candidates(cfg, info.run_id, out / "dataset", out / "teacher", out / "teacher.onnx",
+                                       out / "student.onnx", out / "report", out / "cm")
+    decision = steps.gate_candidate(cfg, info.run_id, out / "report", out / "decision")
+    version = steps.register_candidate(cfg, info.run_id, out / "student.onnx", out / "report", out / "decision")
+    model_dir = steps.package_for_triton(cfg, info.run_id, out / "student.onnx", out / "repo")
+    return {"info": info, "report": report, "decision": decision, "version": version, "model_dir": model_dir}
+
+
+@pytest.fixture
+def user_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "user_zoo.py").write_text(
+        textwrap.dedent(
+            """
+            import math
+            import torch.nn as nn
+
+            def net(input_shape, num_classes, hidden=32):
+                return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), nn.ReLU(),
+                                     nn.Linear(hidden, num_classes))
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "user_zoo:net"
+    sys.modules.pop("user_zoo", None)
+
+
+@pytest.mark.parametrize("dataset", ["signal_npz", "tabular_npz"])
+def test_user_factory_on_npz(
+    request: pytest.FixtureRequest, tmp_path: Path, fast_overrides: list[str], user_factory: str, dataset: str
+) -> None:
+    from slipway.config import load_config
+    from slipway.registry import local_store
+
+    npz = request.getfixturevalue(dataset)
+    uri, artifacts = local_store(tmp_path / "store")
+    cfg = load_config("quickstart", [
+        *fast_overrides, f"data.source={npz}", f"teacher.architecture={user_factory}",
+        f"student.architecture={user_factory}", "student.kwargs={hidden: 8}", "train.epochs=15",
+        "distill.epochs=15", "train.lr=0.01", "distill.lr=0.01", "gate.min_accuracy=0.5",
+        "train.patience=15", "distill.patience=15",
+        f"registry.tracking_uri={uri}", f"registry.artifact_location={artifacts}",
+    ])
+    result = run_all_steps(cfg, tmp_path)
+    report = result["report"]
+    assert report.teacher.accuracy > 0.8, report.teacher
+    assert report.student.accuracy > 0.7, report.student
+    with np.load(npz) as raw:
+        sample_shape = list(raw["x"].shape[1:])
+    assert [list(i.dims) for i in read_model_config(result["model_dir"]).input] == [sample_shape]
