@@ -8,7 +8,11 @@ from slipway.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def prune(
-    config: dict, run_id: str, dataset: Input[Dataset], model: Input[Model], teacher: Input[Model],
+    config: dict,
+    run_id: str,
+    dataset: Input[Dataset],
+    model: Input[Model],
+    teacher: Input[Model],
     pruned_model: Output[Model],
 ) -> float:
     """Returns the validation accuracy after fine-tuning."""
@@ -17,8 +21,14 @@ def prune(
     from slipway import optimize, steps
 
     report = optimize.prune_student(
-        steps.begin(config), run_id, Path(dataset.path), Path(model.path), Path(teacher.path),
+        steps.begin(config),
+        run_id,
+        Path(dataset.path),
+        Path(model.path),
+        Path(teacher.path),
         Path(pruned_model.path),
     )
-    pruned_model.metadata.update({"framework": "pytorch", "role": "pruned", **report.model_dump(exclude={"channels"})})
+    pruned_model.metadata.update(
+        {"framework": "pytorch", "role": "pruned", **report.model_dump(exclude={"channels"})}
+    )
     return report.val_accuracy_finetuned

@@ -8,16 +8,26 @@ from slipway.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def quantize(
-    config: dict, run_id: str, dataset: Input[Dataset], onnx_model: Input[Model],
-    int8_model: Output[Model], fp16_model: Output[Model],
+    config: dict,
+    run_id: str,
+    dataset: Input[Dataset],
+    onnx_model: Input[Model],
+    int8_model: Output[Model],
+    fp16_model: Output[Model],
 ):
     from pathlib import Path
 
     from slipway import optimize, steps
 
     results = optimize.quantize_onnx(
-        steps.begin(config), run_id, Path(dataset.path), Path(onnx_model.path), Path(int8_model.path),
+        steps.begin(config),
+        run_id,
+        Path(dataset.path),
+        Path(onnx_model.path),
+        Path(int8_model.path),
         Path(fp16_model.path),
     )
     for name, output in (("int8", int8_model), ("fp16", fp16_model)):
-        output.metadata.update({k: v for k, v in results.get(name, {"skipped": True}).items() if k != "attempts"})
+        output.metadata.update(
+            {k: v for k, v in results.get(name, {"skipped": True}).items() if k != "attempts"}
+        )

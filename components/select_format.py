@@ -30,7 +30,11 @@ def select_format(
     from slipway import optimize, steps
 
     evaluation, selection = optimize.select_format(
-        steps.begin(config), run_id, Path(dataset.path), Path(teacher.path), Path(teacher_onnx.path),
+        steps.begin(config),
+        run_id,
+        Path(dataset.path),
+        Path(teacher.path),
+        Path(teacher_onnx.path),
         {
             "onnx-fp32": Path(student_onnx.path),
             "onnx-pruned-fp32": Path(pruned_onnx.path),
@@ -43,7 +47,9 @@ def select_format(
             "onnx-int8": Path(pruned.path),
             "onnx-fp16": Path(pruned.path),
         },
-        Path(chosen_model.path), Path(report.path), Path(confusion_matrix.path),
+        Path(chosen_model.path),
+        Path(report.path),
+        Path(confusion_matrix.path),
     )
     chosen_model.metadata.update({"format": selection.chosen, "reasons": selection.reasons})
     for role, e in (("teacher", evaluation.teacher), ("student", evaluation.student)):

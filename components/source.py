@@ -13,4 +13,6 @@ def resolve_source(config: dict, run_id: str, model: Output[Model]):
     from slipway import optimize, steps
 
     origin = optimize.resolve_source(steps.begin(config), run_id, Path(model.path))
-    model.metadata.update({"framework": "pytorch", "role": "source", **{k: v for k, v in origin.items() if k != "spec"}})
+    model.metadata.update(
+        {"framework": "pytorch", "role": "source", **{k: v for k, v in origin.items() if k != "spec"}}
+    )

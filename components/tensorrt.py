@@ -8,7 +8,11 @@ from slipway.images import GPU_IMAGE
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def build_tensorrt(
-    config: dict, run_id: str, dataset: Input[Dataset], onnx_model: Input[Model], int8_model: Input[Model],
+    config: dict,
+    run_id: str,
+    dataset: Input[Dataset],
+    onnx_model: Input[Model],
+    int8_model: Input[Model],
     engine: Output[Model],
 ):
     from pathlib import Path
@@ -16,8 +20,23 @@ def build_tensorrt(
     from slipway import optimize, steps
 
     result = optimize.build_tensorrt_engine(
-        steps.begin(config), run_id, Path(dataset.path), Path(onnx_model.path), Path(int8_model.path),
+        steps.begin(config),
+        run_id,
+        Path(dataset.path),
+        Path(onnx_model.path),
+        Path(int8_model.path),
         Path(engine.path),
     )
-    engine.metadata.update({k: result[k] for k in ("framework", "precision", "tensorrt_version", "gpu_name",
-                                                   "compute_capability", "sha256")})
+    engine.metadata.update(
+        {
+            k: result[k]
+            for k in (
+                "framework",
+                "precision",
+                "tensorrt_version",
+                "gpu_name",
+                "compute_capability",
+                "sha256",
+            )
+        }
+    )

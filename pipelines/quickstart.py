@@ -2,7 +2,6 @@
 -> Triton. The packaged and registered model is the fastest candidate format within the accuracy budget."""
 
 from kfp import dsl
-
 from slipway.components.data import prepare_data
 from slipway.components.distill import distill_student
 from slipway.components.export import export_onnx
@@ -14,6 +13,7 @@ from slipway.components.quantize import quantize
 from slipway.components.register import register
 from slipway.components.select_format import select_format
 from slipway.components.train import train_teacher
+
 from slipway.platform import configure_task, current_cluster
 
 
@@ -30,13 +30,13 @@ def quickstart(config: dict, run_key: str):
         config=config, run_id=run_id, dataset=dataset, teacher=teacher.outputs["model"]
     ).set_display_name("distill-student")
     configure_task(student, "gpu", cluster)
-    teacher_onnx = export_onnx(config=config, dataset=dataset, model=teacher.outputs["model"]).set_display_name(
-        "export-teacher"
-    )
+    teacher_onnx = export_onnx(
+        config=config, dataset=dataset, model=teacher.outputs["model"]
+    ).set_display_name("export-teacher")
     configure_task(teacher_onnx, "cpu", cluster)
-    student_onnx = export_onnx(config=config, dataset=dataset, model=student.outputs["model"]).set_display_name(
-        "export-student"
-    )
+    student_onnx = export_onnx(
+        config=config, dataset=dataset, model=student.outputs["model"]
+    ).set_display_name("export-student")
     configure_task(student_onnx, "cpu", cluster)
     pruned = prune(
         config=config,

@@ -30,7 +30,7 @@ from torch import nn
 
 from slipway.artifacts import write_metadata
 from slipway.compress import prune_and_finetune
-from slipway.config import EvaluateConfig, SlipwayConfig, load_config
+from slipway.config import EvaluateConfig, load_config
 from slipway.convert import export_onnx
 from slipway.data import DatasetSplits, load_dataset
 from slipway.evaluate import ModelEvaluation, evaluate_model, onnx_predictor, torch_predictor
@@ -44,7 +44,12 @@ log = logging.getLogger(__name__)
 DATASETS = {"digits": "quickstart", "mnist1d": "mnist1d"}
 MARK_START, MARK_END = "<!-- optimize:start -->", "<!-- optimize:end -->"
 INTRO = "# Benchmarks\n\nMeasured tables and plots; each section is written by its own bench command.\n"
-ACCEPT = {"size": 10.0, "throughput_b64_vs_eager": 5.0, "throughput_b64_vs_ort": 3.0, "accuracy_drop_points": 1.0}
+ACCEPT = {
+    "size": 10.0,
+    "throughput_b64_vs_eager": 5.0,
+    "throughput_b64_vs_ort": 3.0,
+    "accuracy_drop_points": 1.0,
+}
 
 
 def _eval(name: str, fmt: str, runtime: str, predict: Any, splits: DatasetSplits, params: int, size: int,
@@ -72,7 +77,15 @@ def bench_dataset(dataset: str, work: Path, threads: int, ev: EvaluateConfig, qu
     train(teacher, *xy, cfg.train, cfg.seed, work / "teacher-ckpt", label=f"{dataset} teacher")
     torch.manual_seed(cfg.seed)
     student = build_model(cfg.student, splits.input_shape, splits.num_classes)
-    train(student, *xy, cfg.distill, cfg.seed, work / "student-ckpt", teacher=teacher, label=f"{dataset} student")
+    train(
+        student,
+        *xy,
+        cfg.distill,
+        cfg.seed,
+        work / "student-ckpt",
+        teacher=teacher,
+        label=f"{dataset} student",
+    )
     pruned, prune_report = prune_and_finetune(
         student, teacher, xy, splits.input_shape, splits.num_classes, cfg.compress.prune, cfg.seed,
         work / "pruned-ckpt",
@@ -89,7 +102,9 @@ def bench_dataset(dataset: str, work: Path, threads: int, ev: EvaluateConfig, qu
     calib = calibration_sample(splits.x_train, q.calibration_samples, cfg.seed)
     int8 = quantize_int8(files["pruned"], work / "pruned-int8.onnx", calib, x_parity, splits.x_test, splits.y_test,
                          q, threads)  # fmt: skip
-    fp16 = convert_fp16(files["pruned"], work / "pruned-fp16.onnx", x_parity, splits.x_test, splits.y_test, q, threads)
+    fp16 = convert_fp16(
+        files["pruned"], work / "pruned-fp16.onnx", x_parity, splits.x_test, splits.y_test, q, threads
+    )
     size = lambda p: Path(p).stat().st_size  # noqa: E731
     tp, sp, pp = count_parameters(teacher), count_parameters(student), count_parameters(pruned)
     rows = {
@@ -133,7 +148,9 @@ def bench_dataset(dataset: str, work: Path, threads: int, ev: EvaluateConfig, qu
         "preset": DATASETS[dataset],
         "teacher": cfg.teacher.model_dump(),
         "student": cfg.student.model_dump(),
-        "rows": {k: v.model_dump(exclude={"confusion_matrix", "per_class_accuracy"}) for k, v in rows.items()},
+        "rows": {
+            k: v.model_dump(exclude={"confusion_matrix", "per_class_accuracy"}) for k, v in rows.items()
+        },
         "chosen": selection.chosen,
         "reasons": selection.reasons,
         "ratios": ratios,
@@ -169,11 +186,19 @@ def distillation_study(dataset: str, work: Path, seeds: int, quick: bool, thread
             torch.manual_seed(seed)
             model = build_model(cfg.student, splits.input_shape, splits.num_classes)
             if kind == "distilled":
-                train(model, *xy, cfg.distill, seed, work / f"d{seed}", teacher=teacher, label=f"distilled s{seed}")
+                train(
+                    model,
+                    *xy,
+                    cfg.distill,
+                    seed,
+                    work / f"d{seed}",
+                    teacher=teacher,
+                    label=f"distilled s{seed}",
+                )
             else:
                 train(model, *xy, plain_cfg, seed, work / f"p{seed}", label=f"plain s{seed}")
             results[kind].append(accuracy(model, splits.x_test, splits.y_test))
-    summary = {
+    summary: dict[str, dict[str, Any]] = {
         k: {"mean": statistics.mean(v), "stdev": statistics.stdev(v) if len(v) > 1 else 0.0, "runs": v}
         for k, v in results.items()
     }
@@ -247,9 +272,9 @@ def gpu_bench(batch: int = 256, iterations: int = 20) -> dict[str, Any]:
                 times.append(batch * iterations / (time.perf_counter() - start))
         return statistics.median(times)
 
-    results = {"measured": True, "gpu": torch.cuda.get_device_name(), "batch": batch}
+    results: dict[str, Any] = {"measured": True, "gpu": torch.cuda.get_device_name(), "batch": batch}
     results["eager_fp32"] = rate(model, x)
-    half = model.half().to(memory_format=torch.channels_last)
+    half = model.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     xh = x.half().to(memory_format=torch.channels_last)
     results["eager_fp16_channels_last"] = rate(half, xh)
     results["compile_fp16_channels_last"] = rate(torch.compile(half, mode="max-autotune"), xh)
@@ -286,7 +311,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {result['machine']}. Command: `{result['command']}`. Threads: {result['threads']} for PyTorch and "
         f"ONNX Runtime alike. Latency is the median over {result['evaluate']['repeats']} repeats of per-call p50/p99 "
-        "at batch 1; throughput is images/s at batch 64 (median over repeats). Ratios are against the FP32 teacher.",
+        "at batch 1; throughput is images/s at batch 64 (median over repeats). Ratios are against the FP32 teacher. "
+        "The machine may be shared with other jobs: single rows can be noisy (compare ratios from one run).",
         "",
     ]
     for ds in result["datasets"]:
@@ -343,7 +369,10 @@ def render_markdown(result: dict[str, Any]) -> str:
             "",
         ]
     else:
-        lines += [f"Not measured in this session: no GPU was lent ({g['reason']}). Run `slipway bench --device cuda`.", ""]
+        lines += [
+            f"Not measured in this session: no GPU was lent ({g['reason']}). Run `slipway bench --device cuda`.",
+            "",
+        ]
     lines += ["![accuracy vs throughput](benchmarks/optimize.png)", "", MARK_END]
     return "\n".join(lines)
 
@@ -405,8 +434,12 @@ def run_bench(output: Path, datasets: list[str], device: str, threads: int, seed
             work = Path(tmp) / name
             work.mkdir()
             results.append(bench_dataset(name, work, threads, ev, quick))
-        distill = distillation_study("mnist1d", Path(tmp) / "distill", seeds, quick, threads) if seeds else None
-    command = "python -m slipway.bench --output " + str(output) + (f" --device {device}" if device != "cpu" else "")
+        distill = (
+            distillation_study("mnist1d", Path(tmp) / "distill", seeds, quick, threads) if seeds else None
+        )
+    command = (
+        "python -m slipway.bench --output " + str(output) + (f" --device {device}" if device != "cpu" else "")
+    )
     result: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
         f"torch {torch.__version__}, onnxruntime {_version('onnxruntime')}",
@@ -415,11 +448,11 @@ def run_bench(output: Path, datasets: list[str], device: str, threads: int, seed
         "evaluate": ev.model_dump(),
         "datasets": results,
         "distillation": distill,
-        "gpu": gpu_bench() if device == "cuda" else {"measured": False, "reason": "run with --device cuda"},
+        "gpu": gpu_bench()
+        if device == "cuda"
+        else {"measured": False, "reason": "CPU run, without --device cuda"},
         "duration_s": round(time.perf_counter() - started, 1),
     }
-    if device != "cuda" or not result["gpu"].get("measured"):
-        result["gpu"]["reason"] = "no GPU was lent" if device != "cuda" else result["gpu"]["reason"]
     bench_dir = output / "benchmarks"
     bench_dir.mkdir(parents=True, exist_ok=True)
     (bench_dir / "optimize.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -439,7 +472,9 @@ def _version(module: str) -> str:
 
 
 @click.command("bench")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@click.option(
+    "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True
+)
 @click.option("--dataset", "datasets", multiple=True, type=click.Choice(sorted(DATASETS)),
               default=tuple(DATASETS), show_default=True)  # fmt: skip
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)

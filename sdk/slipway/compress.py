@@ -93,7 +93,7 @@ def _channels(model: nn.Module) -> dict[str, int]:
     return out
 
 
-def _importance(kind: str):  # noqa: ANN202  (torch-pruning's importance classes share no public base type)
+def _importance(kind: str):
     import torch_pruning as tp
 
     if kind == "bn_scale":
@@ -123,7 +123,9 @@ def structured_prune(
     with torch.inference_mode():
         out = model(_example(input_shape))
     if tuple(out.shape) != (1, num_classes):
-        raise ModelError(f"pruning changed the output shape to {tuple(out.shape)}; expected (1, {num_classes})")
+        raise ModelError(
+            f"pruning changed the output shape to {tuple(out.shape)}; expected (1, {num_classes})"
+        )
     after = _channels(model)
     return {name: [before[name], after.get(name, 0)] for name in before}
 
@@ -171,7 +173,9 @@ def prune_and_finetune(
     elif cfg.method == "unstructured":
         unstructured_prune(model, cfg.ratio)
     acc_pruned = accuracy(model, x_val, y_val)
-    log.info("pruned (%s, ratio %.2f): val accuracy %.4f -> %.4f", cfg.method, cfg.ratio, acc_before, acc_pruned)
+    log.info(
+        "pruned (%s, ratio %.2f): val accuracy %.4f -> %.4f", cfg.method, cfg.ratio, acc_before, acc_pruned
+    )
     epochs = 0
     if cfg.method != "none":
         ft = finetune or cfg.finetune

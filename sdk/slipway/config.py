@@ -168,6 +168,7 @@ class TritonConfig(StrictModel):
 
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 OptimizedFormat = Literal["onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16"]
+OPTIMIZED_FORMATS: tuple[OptimizedFormat, ...] = ("onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16")
 
 
 class PruneConfig(StrictModel):
@@ -244,7 +245,7 @@ class CompressConfig(StrictModel):
         1.0, ge=0, le=100, description="a candidate may lose at most this much test accuracy vs the source"
     )
     candidates: list[OptimizedFormat] = Field(
-        default_factory=lambda: ["onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16"],
+        default_factory=lambda: list(OPTIMIZED_FORMATS),
         description="formats the optimizer may choose from",
     )
 

@@ -148,7 +148,7 @@ def load_dataset(cfg: DataConfig, seed: int) -> DatasetSplits:
 def save_splits(splits: DatasetSplits, path: str | Path) -> None:
     arrays = {f"{v}_{s}": splits.split(s)[i] for s in SPLITS for i, v in enumerate(("x", "y"))}
     with open(path, "wb") as fh:
-        np.savez(fh, name=np.array(splits.name), **arrays)
+        np.savez(fh, name=np.array(splits.name), **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds
 
 
 def load_splits(path: str | Path) -> DatasetSplits:

@@ -211,16 +211,22 @@ def launch(
 def _run_streaming(command: list[str], env: dict[str, str], timeout_s: float | None) -> tuple[int, str, bool]:
     """Run torchrun, relaying its output (rank 0's logs and progress) live to stderr; keep the tail for errors."""
     tail: deque[str] = deque(maxlen=40)
-    # A session of its own: a timeout kills torchrun's workers too, not only the agent.
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     ) as proc:
         fired = threading.Event()
 
         def kill() -> None:
+            # SIGTERM lets the torchrun agent stop its workers (each runs in a session of its own);
+            # whatever is left after a grace period is killed with the agent's session.
             fired.set()
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
         timer = threading.Timer(timeout_s, kill) if timeout_s else None
         if timer is not None:

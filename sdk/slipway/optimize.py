@@ -80,9 +80,11 @@ def choose(
     candidates: list[Candidate] = []
     for fmt, e in evaluations.items():
         drop = (reference_accuracy - e.accuracy) * 100
-        eligible = drop <= budget_points + 1e-9
-        note = "" if eligible else f"accuracy drop {drop:.2f} points > budget {budget_points:.2f}"
-        candidates.append(Candidate(format=fmt, eligible=eligible, accuracy_drop_points=drop, evaluation=e, note=note))
+        ok = drop <= budget_points + 1e-9
+        note = "" if ok else f"accuracy drop {drop:.2f} points > budget {budget_points:.2f}"
+        candidates.append(
+            Candidate(format=fmt, eligible=ok, accuracy_drop_points=drop, evaluation=e, note=note)
+        )
     for fmt, why in (skipped or {}).items():
         candidates.append(Candidate(format=fmt, eligible=False, note=why))
     eligible = [c for c in candidates if c.eligible and c.evaluation is not None]
@@ -92,7 +94,9 @@ def choose(
             f"{reference_accuracy:.4f}: " + "; ".join(f"{c.format}: {c.note}" for c in candidates)
         )
     top = max(c.evaluation.throughput_ips_b64 for c in eligible if c.evaluation)
-    tied = [c for c in eligible if c.evaluation and c.evaluation.throughput_ips_b64 >= top * (1 - TIE_TOLERANCE)]
+    tied = [
+        c for c in eligible if c.evaluation and c.evaluation.throughput_ips_b64 >= top * (1 - TIE_TOLERANCE)
+    ]
     best = min(tied, key=lambda c: c.evaluation.latency_ms_p99_b1 if c.evaluation else float("inf"))
     assert best.evaluation is not None
     b = best.evaluation
@@ -139,7 +143,9 @@ def measure_onnx(
     """Quality and speed of one ONNX file in ONNX Runtime (threads from `evaluate.threads`)."""
     ev = cfg.evaluate
     predict = onnx_predictor(onnx_path, ev.threads)
-    return evaluate_model(role, fmt, "onnxruntime", predict, x, y, k, _params(onnx_path), onnx_path.stat().st_size, ev)
+    return evaluate_model(
+        role, fmt, "onnxruntime", predict, x, y, k, _params(onnx_path), onnx_path.stat().st_size, ev
+    )
 
 
 def produced(path: Path | None) -> bool:
@@ -182,7 +188,9 @@ def prune_student(
     spec = ModelSpec.model_validate(payload["spec"])
     # Resume only the same pruning of the same weights: the key names the source file and the prune config.
     key = hashlib.sha256((sha256_file(model_path) + prune_cfg.model_dump_json()).encode()).hexdigest()[:12]
-    ckpt = _checkpoint_dir(finetune, f"pruned-{key}", splits.fingerprint, spec, output_path.parent / "prune-ckpt")
+    ckpt = _checkpoint_dir(
+        finetune, f"pruned-{key}", splits.fingerprint, spec, output_path.parent / "prune-ckpt"
+    )
     torch.manual_seed(cfg.seed)
     pruned, report = prune_and_finetune(
         student,
@@ -221,7 +229,9 @@ def quantize_onnx(
     results: dict[str, Any] = {}
     if qcfg.int8:
         calib = calibration_sample(splits.x_train, qcfg.calibration_samples, cfg.seed)
-        outcome = quantize_int8(onnx_path, int8_path, calib, x_parity, splits.x_test, splits.y_test, qcfg, threads)
+        outcome = quantize_int8(
+            onnx_path, int8_path, calib, x_parity, splits.x_test, splits.y_test, qcfg, threads
+        )
         results["int8"] = outcome.model_dump(exclude={"artifact"})
     else:
         mark_skipped(int8_path, "compress.quantize.int8 is false")
@@ -231,7 +241,9 @@ def quantize_onnx(
     else:
         mark_skipped(fp16_path, "compress.quantize.fp16 is false")
     metrics = {
-        f"{p}.{k}": float(v[k]) for p, v in results.items() for k in ("accuracy", "accuracy_delta_points", "top1_agreement")
+        f"{p}.{k}": float(v[k])
+        for p, v in results.items()
+        for k in ("accuracy", "accuracy_delta_points", "top1_agreement")
     }
     registry.log_metrics(cfg.registry, run_id, metrics)
     registry.set_tags(
@@ -303,14 +315,18 @@ def select_format(
     artifact = read_metadata(chosen_source)
     write_metadata(
         chosen_path,
-        artifact.model_copy(update={"file": chosen_path.name, "extra": {**artifact.extra, "format": selection.chosen}}),
+        artifact.model_copy(
+            update={"file": chosen_path.name, "extra": {**artifact.extra, "format": selection.chosen}}
+        ),
     )
     student = evaluations[selection.chosen]
     report = EvaluationReport(
         dataset_fingerprint=splits.fingerprint, teacher=teacher, teacher_eager=teacher_eager, student=student
     )
     report_path.write_text(report.model_dump_json(indent=2))
-    plot_confusion_matrix(student.confusion_matrix, confusion_png, f"{selection.chosen} on {splits.name} (test)")
+    plot_confusion_matrix(
+        student.confusion_matrix, confusion_png, f"{selection.chosen} on {splits.name} (test)"
+    )
     for line in selection.reasons:
         log.info("optimizer: %s", line)
     metrics: dict[str, float] = {}
@@ -389,7 +405,12 @@ def resolve_source(cfg: SlipwayConfig, run_id: str, model_path: Path) -> dict[st
 
 
 def build_tensorrt_engine(
-    cfg: SlipwayConfig, run_id: str, dataset_path: Path, onnx_path: Path, int8_onnx: Path | None, engine_path: Path
+    cfg: SlipwayConfig,
+    run_id: str,
+    dataset_path: Path,
+    onnx_path: Path,
+    int8_onnx: Path | None,
+    engine_path: Path,
 ) -> dict[str, Any]:
     """Build and check a TensorRT engine (GPU image only); records it on the run, beside the CPU choice."""
     from slipway.tensorrt import build_engine
@@ -398,5 +419,7 @@ def build_tensorrt_engine(
     trt_cfg = cfg.compress.tensorrt
     source = int8_onnx if trt_cfg.int8 and int8_onnx is not None and produced(int8_onnx) else onnx_path
     artifact = build_engine(source, engine_path, trt_cfg, splits.x_val[: cfg.export.parity_samples])
-    registry.set_tags(cfg.registry, run_id, {"slipway.tensorrt": artifact.model_dump(exclude={"inputs", "outputs"})})
+    registry.set_tags(
+        cfg.registry, run_id, {"slipway.tensorrt": artifact.model_dump(exclude={"inputs", "outputs"})}
+    )
     return json.loads(artifact.model_dump_json())

@@ -110,7 +110,9 @@ def _measure(
     agreement = float((logits.argmax(1) == reference["logits"].argmax(1)).mean())
     failure = None
     try:
-        check_parity(reference["logits"], logits, None, cfg.parity_min_agreement, f"{label} ({candidate.name})")
+        check_parity(
+            reference["logits"], logits, None, cfg.parity_min_agreement, f"{label} ({candidate.name})"
+        )
     except ExportError as err:
         failure = str(err)
     if failure is None and delta > cfg.accuracy_budget_points:
@@ -197,10 +199,12 @@ def _finish(
     )
 
 
-def _ort_calibration(method: CalibrationMethod):  # noqa: ANN202
+def _ort_calibration(method: CalibrationMethod):
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
 
-    return {"minmax": OrtMethod.MinMax, "entropy": OrtMethod.Entropy, "percentile": OrtMethod.Percentile}[method]
+    return {"minmax": OrtMethod.MinMax, "entropy": OrtMethod.Entropy, "percentile": OrtMethod.Percentile}[
+        method
+    ]
 
 
 def quantize_static_int8(
@@ -251,7 +255,9 @@ def quantize_int8(
         (f"int8 ({cfg.calibration_method})", cfg.calibration_method, [])
     ]
     if cfg.fallback_fp32_nodes and boundary:
-        ladder.append((f"int8 ({cfg.calibration_method}, first/last in FP32)", cfg.calibration_method, boundary))
+        ladder.append(
+            (f"int8 ({cfg.calibration_method}, first/last in FP32)", cfg.calibration_method, boundary)
+        )
     fallback = cfg.fallback_calibration_method
     if fallback is not None and fallback != cfg.calibration_method:
         keep = boundary if cfg.fallback_fp32_nodes else []

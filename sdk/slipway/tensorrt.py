@@ -48,7 +48,9 @@ def gpu_info() -> tuple[str, str]:
     import torch
 
     if not torch.cuda.is_available():
-        raise TensorRTUnavailableError("no CUDA GPU is visible: TensorRT engines are built on the GPU they run on")
+        raise TensorRTUnavailableError(
+            "no CUDA GPU is visible: TensorRT engines are built on the GPU they run on"
+        )
     major, minor = torch.cuda.get_device_capability()
     return torch.cuda.get_device_name(), f"{major}.{minor}"
 
@@ -110,13 +112,17 @@ def build_engine(
     _load_timing_cache(trt, config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ExportError(f"TensorRT could not build an engine from {onnx_path.name} (see the TensorRT log above)")
+        raise ExportError(
+            f"TensorRT could not build an engine from {onnx_path.name} (see the TensorRT log above)"
+        )
     engine_path.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
 
     reference = onnx_predict(ort_session(onnx_path), x_parity)
     candidate = TensorRTRunner(engine_path).predict(x_parity)
-    parity = check_parity(reference, candidate, None, cfg.parity_min_agreement, f"TensorRT engine {engine_path.name}")
+    parity = check_parity(
+        reference, candidate, None, cfg.parity_min_agreement, f"TensorRT engine {engine_path.name}"
+    )
     source = read_metadata(onnx_path)
     artifact = ModelArtifact(
         file=engine_path.name,
@@ -155,7 +161,9 @@ class TensorRTRunner:
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
-            raise ExportError(f"{engine_path}: TensorRT cannot deserialize this engine (other version or GPU?)")
+            raise ExportError(
+                f"{engine_path}: TensorRT cannot deserialize this engine (other version or GPU?)"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

@@ -32,8 +32,15 @@ def onnx_models(digits_splits, tmp_path_factory):
     fp32 = out / "model.onnx"
     write_metadata(fp32, export_onnx(model, s.input_shape, fp32))
     int8 = out / "int8.onnx"
-    quantize_int8(fp32, int8, calibration_sample(s.x_train, 128, 0), s.x_val, s.x_test, s.y_test,
-                  QuantizeConfig(activation_type="int8"))
+    quantize_int8(
+        fp32,
+        int8,
+        calibration_sample(s.x_train, 128, 0),
+        s.x_val,
+        s.x_test,
+        s.y_test,
+        QuantizeConfig(activation_type="int8"),
+    )
     return fp32, int8
 
 
@@ -44,8 +51,15 @@ def test_engine_builds_with_profile_cache_and_metadata(precision, onnx_models, d
     from slipway.tensorrt import TensorRTRunner, build_engine
 
     fp32, int8 = onnx_models
-    cfg = TensorRTConfig(enabled=True, int8=precision == "int8", min_batch=1, opt_batch=32, max_batch=64,
-                         workspace_mb=256, timing_cache=str(tmp_path / "timing.cache"))
+    cfg = TensorRTConfig(
+        enabled=True,
+        int8=precision == "int8",
+        min_batch=1,
+        opt_batch=32,
+        max_batch=64,
+        workspace_mb=256,
+        timing_cache=str(tmp_path / "timing.cache"),
+    )
     engine = tmp_path / "model.plan"
     artifact = build_engine(int8 if precision == "int8" else fp32, engine, cfg, digits_splits.x_val[:256])
     assert artifact.framework == "tensorrt" and artifact.precision == precision

@@ -75,7 +75,13 @@ def test_prune_and_finetune_distils_and_reports(digits_splits, tmp_path: Path) -
     assert count_parameters(pruned) == report.params_after
 
     sparse, sreport = prune_and_finetune(
-        student, None, xy, SHAPE, CLASSES, PruneConfig(method="unstructured", ratio=0.5, finetune=QUICK), 0,
+        student,
+        None,
+        xy,
+        SHAPE,
+        CLASSES,
+        PruneConfig(method="unstructured", ratio=0.5, finetune=QUICK),
+        0,
         tmp_path / "u",
     )
     assert sreport.sparsity == pytest.approx(0.5, abs=0.02)  # masks stay on during fine-tuning

@@ -16,9 +16,20 @@ from slipway.triton import build_model_config
 
 
 def _ev(fmt: str, accuracy: float, throughput: float, p99: float = 1.0) -> ModelEvaluation:
-    return ModelEvaluation(role="student", format=fmt, runtime="onnxruntime", params=10, size_bytes=1000,
-                           accuracy=accuracy, macro_f1=accuracy, per_class_accuracy=[], confusion_matrix=[],
-                           latency_ms_p50_b1=p99 / 2, latency_ms_p99_b1=p99, throughput_ips_b64=throughput)
+    return ModelEvaluation(
+        role="student",
+        format=fmt,
+        runtime="onnxruntime",
+        params=10,
+        size_bytes=1000,
+        accuracy=accuracy,
+        macro_f1=accuracy,
+        per_class_accuracy=[],
+        confusion_matrix=[],
+        latency_ms_p50_b1=p99 / 2,
+        latency_ms_p99_b1=p99,
+        throughput_ips_b64=throughput,
+    )
 
 
 def test_chooses_the_fastest_candidate_within_budget() -> None:
@@ -33,12 +44,18 @@ def test_chooses_the_fastest_candidate_within_budget() -> None:
     assert any("onnx-fp16: excluded, accuracy drop 3.00 points > budget 1.00" in r for r in sel.reasons)
     assert any(r == "tensorrt: not measured (no GPU)" for r in sel.reasons)
     assert {c.format: c.eligible for c in sel.candidates} == {
-        "onnx-fp32": True, "onnx-int8": True, "onnx-fp16": False, "tensorrt": False
+        "onnx-fp32": True,
+        "onnx-int8": True,
+        "onnx-fp16": False,
+        "tensorrt": False,
     }
 
 
 def test_throughput_tie_is_broken_by_p99() -> None:
-    evs = {"onnx-fp32": _ev("onnx-fp32", 0.98, 1000, p99=0.5), "onnx-int8": _ev("onnx-int8", 0.98, 1010, p99=0.9)}
+    evs = {
+        "onnx-fp32": _ev("onnx-fp32", 0.98, 1000, p99=0.5),
+        "onnx-int8": _ev("onnx-int8", 0.98, 1010, p99=0.9),
+    }
     sel = choose(evs, 0.98, 1.0)
     assert sel.chosen == "onnx-fp32"
     assert "lowest p99 wins" in sel.reasons[1]
@@ -61,20 +78,28 @@ def test_compress_config_defaults_and_validation() -> None:
     assert cfg.compress.tensorrt.enabled is False and cfg.triton.tensorrt_accelerator is False
     for preset in ("mnist1d", "optimize"):
         assert load_config(preset).compress.accuracy_budget_points == 1.0
-    with pytest.raises(ConfigError, match="compress.quantize.calibration_method"):
+    with pytest.raises(ConfigError, match=r"compress\.quantize\.calibration_method"):
         load_config("quickstart", ["compress.quantize.calibration_method=kl"])
-    with pytest.raises(ConfigError, match="min_batch <= opt_batch <= max_batch"):
+    with pytest.raises(ConfigError, match=r"min_batch <= opt_batch <= max_batch"):
         load_config("quickstart", ["compress.tensorrt.opt_batch=512"])
-    with pytest.raises(ConfigError, match="compress.prune.ratio"):
+    with pytest.raises(ConfigError, match=r"compress\.prune\.ratio"):
         load_config("quickstart", ["compress.prune.ratio=1.5"])
 
 
 def test_triton_tensorrt_accelerator_renders_and_parses_with_tritons_protobuf() -> None:
     cfg = load_config("quickstart", ["triton.tensorrt_accelerator=true", "triton.instance_kind=KIND_GPU"])
-    artifact = ModelArtifact(file="model.onnx", sha256="0" * 64, size_bytes=1, framework="onnx", precision="fp32",
-                             inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 1, 8, 8])],
-                             outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, 10])])
-    config = build_model_config("m", artifact, cfg.triton, tensorrt_accelerator=cfg.triton.tensorrt_accelerator)
+    artifact = ModelArtifact(
+        file="model.onnx",
+        sha256="0" * 64,
+        size_bytes=1,
+        framework="onnx",
+        precision="fp32",
+        inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 1, 8, 8])],
+        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, 10])],
+    )
+    config = build_model_config(
+        "m", artifact, cfg.triton, tensorrt_accelerator=cfg.triton.tensorrt_accelerator
+    )
     parsed = text_format.Parse(text_format.MessageToString(config), mc.ModelConfig())
     (accel,) = parsed.optimization.execution_accelerators.gpu_execution_accelerator
     assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"

@@ -13,7 +13,14 @@ from slipway.config import ModelSpec, QuantizeConfig, TrainConfig
 from slipway.convert import export_onnx
 from slipway.errors import ExportError
 from slipway.models import build_model, count_parameters
-from slipway.quantize import Attempt, CalibrationReader, boundary_nodes, calibration_sample, convert_fp16, quantize_int8
+from slipway.quantize import (
+    Attempt,
+    CalibrationReader,
+    boundary_nodes,
+    calibration_sample,
+    convert_fp16,
+    quantize_int8,
+)
 from slipway.training import train
 
 
@@ -48,8 +55,16 @@ def test_int8_qdq_passes_parity_and_carries_metadata(fp32_onnx: Path, digits_spl
 def test_other_calibration_methods(method: str, fp32_onnx: Path, digits_splits, tmp_path: Path) -> None:
     s = digits_splits
     cfg = QuantizeConfig(calibration_method=method, calibration_samples=64, per_channel=False)
-    result = quantize_int8(fp32_onnx, tmp_path / "q.onnx", calibration_sample(s.x_train, 64, 0), s.x_val[:200],
-                           s.x_test, s.y_test, cfg, threads=1)
+    result = quantize_int8(
+        fp32_onnx,
+        tmp_path / "q.onnx",
+        calibration_sample(s.x_train, 64, 0),
+        s.x_val[:200],
+        s.x_test,
+        s.y_test,
+        cfg,
+        threads=1,
+    )
     assert result.attempts[0].calibration_method == method
     assert result.top1_agreement >= 0.99
 
@@ -70,13 +85,31 @@ def test_fallback_ladder_then_failure_with_numbers(fp32_onnx, digits_splits, tmp
 
     def over_budget(label, method, excluded, candidate, reference, cfg, threads) -> Attempt:
         seen.append((method, excluded))
-        return Attempt(label=label, calibration_method=method, excluded_nodes=excluded, accuracy=0.5,
-                       accuracy_delta_points=40.0, top1_agreement=0.6, passed=False, failure="over")
+        return Attempt(
+            label=label,
+            calibration_method=method,
+            excluded_nodes=excluded,
+            accuracy=0.5,
+            accuracy_delta_points=40.0,
+            top1_agreement=0.6,
+            passed=False,
+            failure="over",
+        )
 
     monkeypatch.setattr(quantize, "_measure", over_budget)
-    with pytest.raises(ExportError, match=r"INT8 .* after every fallback: .*\+40\.00 points.*agreement 0\.6000"):
-        quantize_int8(fp32_onnx, tmp_path / "q.onnx", calibration_sample(s.x_train, 32, 0), s.x_val[:50],
-                      s.x_test, s.y_test, QuantizeConfig(), threads=1)
+    with pytest.raises(
+        ExportError, match=r"INT8 .* after every fallback: .*\+40\.00 points.*agreement 0\.6000"
+    ):
+        quantize_int8(
+            fp32_onnx,
+            tmp_path / "q.onnx",
+            calibration_sample(s.x_train, 32, 0),
+            s.x_val[:50],
+            s.x_test,
+            s.y_test,
+            QuantizeConfig(),
+            threads=1,
+        )
     boundary = boundary_nodes(fp32_onnx)
     assert seen == [("minmax", []), ("minmax", boundary), ("percentile", boundary)]
     assert not (tmp_path / "q.onnx").exists()
