@@ -14,7 +14,5 @@ def deploy(config: dict, run_id: str, model_repository: Input[Model]) -> str:
     from slipway import steps
     from slipway.deploy import deploy_model
 
-    outcome = deploy_model(
-        steps.begin(config), run_id, Path(model_repository.path), model_repository.uri
-    )
+    outcome = deploy_model(steps.begin(config), run_id, Path(model_repository.path), model_repository.uri)
     return outcome["target"]

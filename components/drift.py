@@ -19,7 +19,9 @@ def export_captured_window(config: dict, window: Output[Dataset]):
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def detect_drift(config: dict, window: Input[Dataset], report: Output[HTML], summary: Output[Artifact]) -> bool:
+def detect_drift(
+    config: dict, window: Input[Dataset], report: Output[HTML], summary: Output[Artifact]
+) -> bool:
     """Returns drift_detected; the Evidently report and a JSON summary are artifacts."""
     import shutil
     import tempfile
@@ -32,8 +34,9 @@ def detect_drift(config: dict, window: Input[Dataset], report: Output[HTML], sum
         result = check_window(steps.begin(config), Path(window.path), Path(tmp))
         shutil.copyfile(result.html_path, report.path)
         shutil.copyfile(result.json_path, summary.path)
-    summary.metadata.update({"drift_detected": result.drift_detected,
-                             "share_of_drifted_columns": result.share_of_drifted_columns})
+    summary.metadata.update(
+        {"drift_detected": result.drift_detected, "share_of_drifted_columns": result.share_of_drifted_columns}
+    )
     return result.drift_detected
 
 

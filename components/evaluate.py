@@ -23,8 +23,14 @@ def evaluate(
     from slipway import steps
 
     result = steps.evaluate_candidates(
-        steps.begin(config), run_id, Path(dataset.path), Path(teacher.path), Path(teacher_onnx.path),
-        Path(student_onnx.path), Path(report.path), Path(confusion_matrix.path),
+        steps.begin(config),
+        run_id,
+        Path(dataset.path),
+        Path(teacher.path),
+        Path(teacher_onnx.path),
+        Path(student_onnx.path),
+        Path(report.path),
+        Path(confusion_matrix.path),
     )
     for role, e in (("teacher", result.teacher), ("student", result.student)):
         for name in ("accuracy", "macro_f1", "latency_ms_p99_b1", "throughput_ips_b64"):

@@ -12,5 +12,7 @@ def export_onnx(config: dict, dataset: Input[Dataset], model: Input[Model], onnx
 
     from slipway import steps
 
-    result = steps.export_model(steps.begin(config), Path(model.path), Path(dataset.path), Path(onnx_model.path))
+    result = steps.export_model(
+        steps.begin(config), Path(model.path), Path(dataset.path), Path(onnx_model.path)
+    )
     onnx_model.metadata.update(result)

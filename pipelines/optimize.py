@@ -2,6 +2,7 @@
 ONNX -> INT8/FP16 -> select -> gate -> register as `challenger` (never promoted here); optional TensorRT."""
 
 from kfp import dsl
+
 from slipway.components.data import prepare_data
 from slipway.components.export import export_onnx
 from slipway.components.gate import gate
@@ -11,7 +12,6 @@ from slipway.components.register import register
 from slipway.components.select_format import select_format
 from slipway.components.source import resolve_source
 from slipway.components.tensorrt import build_tensorrt
-
 from slipway.platform import configure_task, current_cluster
 
 

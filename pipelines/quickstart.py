@@ -1,8 +1,10 @@
 """The quickstart pipeline: data -> teacher -> student -> prune -> ONNX -> INT8/FP16 -> select -> gate -> register
--> Triton. The packaged and registered model is the fastest candidate format within the accuracy budget."""
+-> Triton -> deploy. The packaged and registered model is the fastest candidate format within the accuracy budget."""
 
 from kfp import dsl
+
 from slipway.components.data import prepare_data
+from slipway.components.deploy import deploy
 from slipway.components.distill import distill_student
 from slipway.components.export import export_onnx
 from slipway.components.gate import gate
@@ -13,7 +15,6 @@ from slipway.components.quantize import quantize
 from slipway.components.register import register
 from slipway.components.select_format import select_format
 from slipway.components.train import train_teacher
-
 from slipway.platform import configure_task, current_cluster
 
 
@@ -86,3 +87,7 @@ def quickstart(config: dict, run_key: str):
             "package-triton"
         )
         configure_task(packaged, "registry", cluster)
+        deployed = deploy(
+            config=config, run_id=run_id, model_repository=packaged.outputs["model_repository"]
+        ).set_display_name("deploy")
+        configure_task(deployed, "registry", cluster)

@@ -23,6 +23,7 @@ FAST = [
     "evaluate.repeats=2",
     "export.parity_samples=64",
     "data.reference_samples=100",
+    "compress.prune.finetune.epochs=2",
 ]
 
 
@@ -70,7 +71,9 @@ def tabular_npz(tmp_path: Path) -> Path:
     """A learnable tabular dataset (N, F) with a separate test split."""
     from sklearn.datasets import make_classification
 
-    x, y = make_classification(n_samples=400, n_features=12, n_informative=6, n_classes=3, class_sep=2.0, random_state=0)
+    x, y = make_classification(
+        n_samples=400, n_features=12, n_informative=6, n_classes=3, class_sep=2.0, random_state=0
+    )
     path = tmp_path / "tabular.npz"
     np.savez(path, x=x[:320].astype(np.float32), y=y[:320], x_test=x[320:].astype(np.float32), y_test=y[320:])
     return path

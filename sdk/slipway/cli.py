@@ -16,13 +16,23 @@ from slipway.errors import SlipwayError
 console = Console()
 err_console = Console(stderr=True)
 
-config_option = click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                             help="YAML config file or preset name (default: the pipeline's preset)")
-set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                          help="override one config value, e.g. --set train.epochs=5 (repeatable)")
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML config file or preset name (default: the pipeline's preset)",
+)
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="override one config value, e.g. --set train.epochs=5 (repeatable)",
+)
 
 
-def _resolve(pipeline: str, config_file: str | None, overrides: tuple[str, ...]):  # noqa: ANN202
+def _resolve(pipeline: str, config_file: str | None, overrides: tuple[str, ...]):
     from slipway.config import load_config
     from slipway.pipelines import get_pipeline
 
@@ -33,7 +43,7 @@ def _resolve(pipeline: str, config_file: str | None, overrides: tuple[str, ...])
 class SlipwayGroup(click.Group):
     """Turns every SlipwayError into a one-paragraph message and its exit code, never a traceback."""
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except SlipwayError as err:
@@ -65,10 +75,17 @@ def list_pipelines() -> None:
 @click.argument("pipeline")
 @config_option
 @set_option
-@click.option("--output", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
-              help="folder for summary.json, the MLflow store, checkpoints and artifacts")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default="runs/latest",
+    show_default=True,
+    help="folder for summary.json, the MLflow store, checkpoints and artifacts",
+)
 @click.option("--allow-reject", is_flag=True, help="exit 0 when the gate rejects the candidate cleanly")
-def run(pipeline: str, config_file: str | None, overrides: tuple[str, ...], output: str, allow_reject: bool) -> None:
+def run(
+    pipeline: str, config_file: str | None, overrides: tuple[str, ...], output: str, allow_reject: bool
+) -> None:
     """Run PIPELINE on this machine (kfp.local) and write OUTPUT/summary.json."""
     from slipway.local import run_local
     from slipway.summary import render
@@ -112,6 +129,7 @@ def config_show(pipeline: str, config_file: str | None, overrides: tuple[str, ..
 
 def _register_subsystems() -> None:
     """Verbs owned by other modules; each module keeps its heavy imports inside its commands."""
+    from slipway.bench import bench_command
     from slipway.kubeflow_cli import runs, schedule, submit
     from slipway.monitoring.cli import drift_group, monitor_group
     from slipway.serving.cli import serve, smoke
@@ -121,6 +139,7 @@ def _register_subsystems() -> None:
         main.add_command(command)
     main.add_command(monitor_group, "monitor")
     main.add_command(drift_group, "drift")
+    main.add_command(bench_command, "bench")
 
 
 _register_subsystems()

@@ -155,7 +155,8 @@ class TritonConfig(StrictModel):
     instance_count: int = Field(1, ge=1)
     instance_kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
     tensorrt_accelerator: bool = Field(
-        False, description="ONNX models: let Triton's ONNX Runtime backend run them through TensorRT (FP16, GPU)"
+        False,
+        description="ONNX models: let Triton's ONNX Runtime backend run them through TensorRT (FP16, GPU)",
     )
 
     @model_validator(mode="after")
@@ -278,7 +279,9 @@ class DeployConfig(StrictModel):
 class MonitorConfig(StrictModel):
     """The recurring drift pipeline: which captured window to check against which reference, and what then."""
 
-    data_dir: str = Field("/data", description="the drift monitor's capture store (a mounted volume in a cluster)")
+    data_dir: str = Field(
+        "/data", description="the drift monitor's capture store (a mounted volume in a cluster)"
+    )
     reference: str = Field("/reference/reference.npz", description="reference sample saved at training time")
     window_size: int = Field(500, ge=30, description="most recent captured events compared")
     family_alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm probability per window")

@@ -18,7 +18,11 @@ log = logging.getLogger(__name__)
 
 def storage_uri(artifact_uri: str) -> str:
     """KServe's storage initializer reads s3:// (KFP's MinIO artifacts are S3), gs:// and pvc:// URIs."""
-    return "s3://" + artifact_uri.removeprefix("minio://") if artifact_uri.startswith("minio://") else artifact_uri
+    return (
+        "s3://" + artifact_uri.removeprefix("minio://")
+        if artifact_uri.startswith("minio://")
+        else artifact_uri
+    )
 
 
 def deploy_local(repo_dir: Path, model: str) -> dict[str, Any]:

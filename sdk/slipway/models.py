@@ -61,7 +61,9 @@ def student_cnn(input_shape: Sequence[int], num_classes: int, width: int = 16, s
     (what 1D signals such as mnist1d need) for little compute, since it runs after two poolings."""
     if stages < 1:
         raise ModelError(f"student_cnn: stages must be >= 1, got {stages}")
-    return conv_net(input_shape, num_classes, [width * min(2**i, 2) for i in range(stages)], blocks_per_stage=1)
+    return conv_net(
+        input_shape, num_classes, [width * min(2**i, 2) for i in range(stages)], blocks_per_stage=1
+    )
 
 
 def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128)) -> nn.Module:
@@ -144,7 +146,9 @@ def resize_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) 
         for pname, param in list(module.named_parameters(recurse=False)):
             value = state_dict.get(prefix + pname)
             if value is not None and value.shape != param.shape:
-                setattr(module, pname, nn.Parameter(torch.empty_like(value), requires_grad=param.requires_grad))
+                setattr(
+                    module, pname, nn.Parameter(torch.empty_like(value), requires_grad=param.requires_grad)
+                )
         for bname, buf in list(module.named_buffers(recurse=False)):
             value = state_dict.get(prefix + bname)
             if buf is not None and value is not None and value.shape != buf.shape:

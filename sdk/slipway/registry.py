@@ -89,7 +89,11 @@ def set_tags(cfg: RegistryConfig, run_id: str, tags: dict[str, Any]) -> None:
 
 
 def log_artifact(
-    cfg: RegistryConfig, run_id: str, path: str | Path, artifact_path: str | None = None, name: str | None = None
+    cfg: RegistryConfig,
+    run_id: str,
+    path: str | Path,
+    artifact_path: str | None = None,
+    name: str | None = None,
 ) -> None:
     """Log a file into the run; `name` renames it (KFP output paths carry no file extension)."""
     client = _client(cfg)

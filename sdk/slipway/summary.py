@@ -53,6 +53,7 @@ class RunSummary(BaseModel):
 
 def from_run_tags(tags: dict[str, str]) -> dict[str, Any]:
     """The summary fields the steps recorded as `slipway.*` tags on the MLflow run."""
+
     def load(key: str) -> Any:
         return json.loads(tags[key]) if key in tags else None
 
@@ -63,7 +64,8 @@ def from_run_tags(tags: dict[str, str]) -> dict[str, Any]:
         "student": load("slipway.student"),
         "gate": load("slipway.gate"),
         "registry": {k: registry[k] for k in ("tracking_uri", "model_name", "version", "aliases")}
-        if registry else None,
+        if registry
+        else None,
         "model_repository": tags.get("slipway.model_repository"),
     }
 
@@ -88,9 +90,16 @@ def render(summary: RunSummary, console: Console | None = None) -> None:
             rows.append(("teacher (eager)", summary.teacher.eager))
         rows.append(("student", summary.student.model_dump()))
         for name, m in rows:
-            table.add_row(name, m["format"], f"{m['accuracy']:.4f}", f"{m['params']:,}",
-                          f"{m['size_bytes'] / 1024:,.0f} KiB", f"{m['latency_ms_p50_b1']:.3f}",
-                          f"{m['latency_ms_p99_b1']:.3f}", f"{m['throughput_ips_b64']:,.0f}")
+            table.add_row(
+                name,
+                m["format"],
+                f"{m['accuracy']:.4f}",
+                f"{m['params']:,}",
+                f"{m['size_bytes'] / 1024:,.0f} KiB",
+                f"{m['latency_ms_p50_b1']:.3f}",
+                f"{m['latency_ms_p99_b1']:.3f}",
+                f"{m['throughput_ips_b64']:,.0f}",
+            )
         console.print(table)
     if summary.gate:
         console.print(f"[bold]gate[/]: {'passed' if summary.gate.passed else 'rejected'}")
@@ -98,7 +107,9 @@ def render(summary: RunSummary, console: Console | None = None) -> None:
             console.print(f"  {reason}")
     if summary.registry:
         r = summary.registry
-        console.print(f"[bold]registry[/]: {r.model_name} v{r.version} aliases={r.aliases} at {r.tracking_uri}")
+        console.print(
+            f"[bold]registry[/]: {r.model_name} v{r.version} aliases={r.aliases} at {r.tracking_uri}"
+        )
     if summary.model_repository:
         console.print(f"[bold]Triton model repository[/]: {summary.model_repository}")
     if summary.error:

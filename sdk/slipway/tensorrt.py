@@ -59,9 +59,13 @@ def _has_uint8_quantization(graph: onnx.GraphProto) -> bool:
     """TensorRT takes symmetric INT8 only; ORT's CPU default (uint8 activations) must be re-quantized."""
     inits = {i.name: i for i in graph.initializer}
     for node in graph.node:
-        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in inits:
-            if inits[node.input[2]].data_type == onnx.TensorProto.UINT8:
-                return True
+        if (
+            node.op_type == "QuantizeLinear"
+            and len(node.input) > 2
+            and node.input[2] in inits
+            and inits[node.input[2]].data_type == onnx.TensorProto.UINT8
+        ):
+            return True
     return False
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import slipway
 import yaml
 from chart_helpers import (
     CHART_DIR,
@@ -25,6 +24,8 @@ from chart_helpers import (
     run_tool,
 )
 from kube_objects import pod_specs, validate_object
+
+import slipway
 from slipway import images
 
 scenarios = pytest.mark.parametrize("values_file", SCENARIOS.values(), ids=SCENARIOS.keys())

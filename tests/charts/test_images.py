@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from chart_helpers import IMAGES_DIR
+
 from slipway import images
 
 dockerfiles = pytest.mark.parametrize(

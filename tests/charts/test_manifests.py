@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from chart_helpers import KUSTOMIZE_TARGETS, Objects, one_object
 from kube_objects import pod_specs, validate_object
+
 from slipway import images
 
 targets = pytest.mark.parametrize("target", KUSTOMIZE_TARGETS.values(), ids=KUSTOMIZE_TARGETS.keys())

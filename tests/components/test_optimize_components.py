@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from kfp import dsl
+
 from slipway.components.data import prepare_data
 from slipway.components.distill import distill_student
 from slipway.components.export import export_onnx
@@ -12,7 +13,6 @@ from slipway.components.quantize import quantize
 from slipway.components.select_format import select_format
 from slipway.components.source import resolve_source
 from slipway.components.train import train_teacher
-
 from slipway.registry import find_run
 
 

@@ -32,8 +32,13 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
 
     teacher, student = a(dsl.Model, "teacher"), a(dsl.Model, "student")
     assert 0 < train_teacher.python_func(config=config, run_id=run_id, dataset=dataset, model=teacher) <= 1
-    assert 0 < distill_student.python_func(config=config, run_id=run_id, dataset=dataset, teacher=teacher,
-                                           model=student) <= 1
+    assert (
+        0
+        < distill_student.python_func(
+            config=config, run_id=run_id, dataset=dataset, teacher=teacher, model=student
+        )
+        <= 1
+    )
 
     teacher_onnx, student_onnx = a(dsl.Model, "teacher.onnx"), a(dsl.Model, "student.onnx")
     export_onnx.python_func(config=config, dataset=dataset, model=teacher, onnx_model=teacher_onnx)
@@ -42,8 +47,17 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
     assert student_onnx.metadata["artifact"]["sha256"]
 
     report, cm, metrics = a(dsl.Artifact, "report"), a(dsl.Artifact, "cm"), a(dsl.Metrics, "metrics")
-    evaluate.python_func(config=config, run_id=run_id, dataset=dataset, teacher=teacher, teacher_onnx=teacher_onnx,
-                         student_onnx=student_onnx, report=report, confusion_matrix=cm, metrics=metrics)
+    evaluate.python_func(
+        config=config,
+        run_id=run_id,
+        dataset=dataset,
+        teacher=teacher,
+        teacher_onnx=teacher_onnx,
+        student_onnx=student_onnx,
+        report=report,
+        confusion_matrix=cm,
+        metrics=metrics,
+    )
     assert set(json.loads(Path(report.path).read_text())) >= {"teacher", "teacher_eager", "student"}
     assert Path(cm.path).read_bytes()[:4] == b"\x89PNG"
 
@@ -51,8 +65,9 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
     passed = gate.python_func(config=config, run_id=run_id, report=report, decision=decision)
     assert passed == decision.metadata["passed"] and decision.metadata["reasons"]
 
-    version = register.python_func(config=config, run_id=run_id, student_onnx=student_onnx, report=report,
-                                   decision=decision)
+    version = register.python_func(
+        config=config, run_id=run_id, student_onnx=student_onnx, report=report, decision=decision
+    )
     assert version == "1"
     assert promote.python_func(config=config, run_id=run_id, version=version) == "challenger,champion"
     assert champion(fast_config.registry).version == "1"

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from slipway.compile import compile_pipeline, runtime_config
 from slipway.config import load_config
 from slipway.errors import ConfigError

@@ -17,6 +17,7 @@ import kfp
 import pytest
 from click.testing import CliRunner
 from kfp_double import KfpDouble, RunningDouble
+
 from slipway import kubeflow
 from slipway.cli import SlipwayGroup
 from slipway.errors import ClusterError, ConfigError, NotFoundError

@@ -4,12 +4,12 @@ import json
 from pathlib import Path
 
 import torch
-from slipway.pipelines import get_pipeline
 
 from slipway.config import DistillConfig, ModelSpec, load_config
 from slipway.data import load_dataset
 from slipway.local import run_local
 from slipway.models import build_model, save_model
+from slipway.pipelines import get_pipeline
 from slipway.training import train
 
 

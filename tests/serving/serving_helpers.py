@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from google.protobuf import text_format
+from torch import nn
+
 from slipway.config import TritonConfig
 from slipway.triton import CONFIG_FILE, read_model_config, write_model
-from torch import nn
 
 INPUT_SHAPE = (1, 8, 8)
 

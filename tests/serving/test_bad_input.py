@@ -11,9 +11,10 @@ import httpx
 import numpy as np
 import pytest
 from serving_helpers import images
-from slipway.serving.server import ServerHandle
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from slipway.serving.server import ServerHandle
 
 GOOD = images(1).ravel().tolist()
 

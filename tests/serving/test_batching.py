@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import tritonclient.http as triton_http
 from serving_helpers import images
+
 from slipway.serving.server import ServerHandle
 
 

@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from serving_helpers import images
+
 from slipway.client import InferenceClient, smoke_test
 from slipway.errors import NotFoundError, SlipwayError
 from slipway.serving.cli import serve, smoke

@@ -10,9 +10,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from slipway.serving.server import ServerHandle
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from slipway.serving.server import ServerHandle
 
 ALLOWED = {200, 400, 404, 405, 413, 503}
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))

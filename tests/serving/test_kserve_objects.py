@@ -9,6 +9,7 @@ import copy
 
 import pytest
 from pydantic import ValidationError
+
 from slipway import images
 from slipway.artifacts import ModelArtifact, TensorSpec
 from slipway.errors import ConfigError

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 from google.protobuf import text_format
+from torch import nn
+
 from slipway.config import TritonConfig
 from slipway.convert import export_onnx
 from slipway.serving.server import ServerHandle, start_server
 from slipway.serving.service import ServerOptions
 from slipway.triton import CONFIG_FILE, read_model_config, write_model
-from torch import nn
 
 BATCH = 32
 

@@ -9,6 +9,7 @@ import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from serving_helpers import images
+
 from slipway.serving.server import ServerHandle
 
 

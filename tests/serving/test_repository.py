@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
+
 from slipway.errors import ArtifactIntegrityError, NotFoundError, TritonConfigError
 from slipway.serving.repository import SessionOptions, load_model, load_repository
 from slipway.serving.server import start_server

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from kubernetes import client as k8s
+
 from slipway import images
 from slipway.artifacts import ModelArtifact, TensorSpec
 from slipway.errors import ClusterError, ConfigError, NotFoundError

@@ -21,7 +21,9 @@ def test_unknown_key_names_the_dotted_key() -> None:
 
 
 def test_bad_value_names_key_and_expectation() -> None:
-    with pytest.raises(ConfigError, match=r"train\.epochs: Input should be greater than or equal to 1 \(got 0\)"):
+    with pytest.raises(
+        ConfigError, match=r"train\.epochs: Input should be greater than or equal to 1 \(got 0\)"
+    ):
         load_config("quickstart", ["train.epochs=0"])
 
 

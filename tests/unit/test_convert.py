@@ -42,7 +42,10 @@ def test_parity_failure_prints_both_numbers() -> None:
     logits = np.random.default_rng(0).normal(size=(100, 5)).astype(np.float32)
     bad = logits.copy()
     bad[0] = -bad[0]
-    with pytest.raises(ExportError, match=r"max abs logit difference [\d.e+-]+ \(limit 0.0001\), top-1 agreement 99\.0000% \(minimum 99\.90%\)"):
+    with pytest.raises(
+        ExportError,
+        match=r"max abs logit difference [\d.e+-]+ \(limit 0.0001\), top-1 agreement 99\.0000% \(minimum 99\.90%\)",
+    ):
         check_parity(logits, bad, 1e-4, 0.999, "x")
 
 

@@ -15,7 +15,7 @@ def test_digits_shapes_and_split_sizes(digits_splits) -> None:
     assert s.input_shape == (1, 8, 8)
     assert s.num_classes == 10
     assert len(s.y_train) + len(s.y_val) + len(s.y_test) == 1797
-    assert s.x_train.dtype == np.float32 and 0.0 <= s.x_train.min() and s.x_train.max() <= 1.0
+    assert s.x_train.dtype == np.float32 and s.x_train.min() >= 0.0 and s.x_train.max() <= 1.0
 
 
 def test_split_is_stratified(digits_splits) -> None:
@@ -71,7 +71,10 @@ def test_npz_with_its_own_test_split(tabular_npz: Path) -> None:
         ({"x": np.zeros((10, 2)), "y": np.zeros(9, int)}, r"y must have shape \(10,\)"),
         ({"x": np.zeros((10, 2)), "y": np.zeros(10)}, "y integer class ids"),
         ({"x": np.full((10, 2), np.nan), "y": np.zeros(10, int)}, "NaN or Inf"),
-        ({"x": np.zeros((10, 2)), "y": np.zeros(10, int), "x_test": np.zeros((2, 2))}, "both x_test and y_test"),
+        (
+            {"x": np.zeros((10, 2)), "y": np.zeros(10, int), "x_test": np.zeros((2, 2))},
+            "both x_test and y_test",
+        ),
     ],
 )
 def test_bad_npz_is_explained(tmp_path: Path, arrays: dict, message: str) -> None:
@@ -85,7 +88,7 @@ def test_missing_file_and_non_npz(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="is not a file"):
         load_dataset(DataConfig(source=str(tmp_path / "nope.npz")), seed=0)
     (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match=r"not a readable \.npz"):
         load_dataset(DataConfig(source=str(tmp_path / "junk.npz")), seed=0)
 
 

@@ -23,7 +23,9 @@ def test_local_deploy_serves_and_smoke_tests(tmp_path: Path, target: str) -> Non
     uri, artifacts = registry.local_store(tmp_path / "store")
     cfg = load_config("quickstart", [f"registry.tracking_uri={uri}", f"deploy.target={target}"])
     torch.manual_seed(0)
-    export_onnx(build_model(ModelSpec(architecture="student_cnn"), (1, 8, 8), 10), (1, 8, 8), tmp_path / "m.onnx")
+    export_onnx(
+        build_model(ModelSpec(architecture="student_cnn"), (1, 8, 8), 10), (1, 8, 8), tmp_path / "m.onnx"
+    )
     write_model(tmp_path / "repo", cfg.registry.model_name, tmp_path / "m.onnx", cfg.triton)
     run_id = registry.start_run(cfg.registry, "k", artifacts, {})
     outcome = deploy_model(cfg, run_id, tmp_path / "repo", str(tmp_path / "repo"))

@@ -45,9 +45,20 @@ def test_confusion_matrix_png(tmp_path: Path) -> None:
 
 
 def _eval(role: str, acc: float, p99: float = 1.0) -> ModelEvaluation:
-    return ModelEvaluation(role=role, format="onnx-fp32", runtime="onnxruntime", params=10, size_bytes=10,
-                           accuracy=acc, macro_f1=acc, per_class_accuracy=[acc], confusion_matrix=[[1]],
-                           latency_ms_p50_b1=p99 / 2, latency_ms_p99_b1=p99, throughput_ips_b64=1000.0)
+    return ModelEvaluation(
+        role=role,
+        format="onnx-fp32",
+        runtime="onnxruntime",
+        params=10,
+        size_bytes=10,
+        accuracy=acc,
+        macro_f1=acc,
+        per_class_accuracy=[acc],
+        confusion_matrix=[[1]],
+        latency_ms_p50_b1=p99 / 2,
+        latency_ms_p99_b1=p99,
+        throughput_ips_b64=1000.0,
+    )
 
 
 def test_gate_passes_when_every_check_passes() -> None:
@@ -78,5 +89,7 @@ def test_gate_compares_with_the_champion_within_margin() -> None:
 
 def test_gate_notes_a_champion_from_other_data() -> None:
     champion = Champion(version="1", accuracy=0.5, dataset_fingerprint="a")
-    d = decide(_eval("student", 0.97), _eval("teacher", 0.98), GateConfig(), champion, dataset_fingerprint="b")
+    d = decide(
+        _eval("student", 0.97), _eval("teacher", 0.98), GateConfig(), champion, dataset_fingerprint="b"
+    )
     assert any("different dataset fingerprint" in r for r in d.reasons)

@@ -53,7 +53,7 @@ def test_champion_without_accuracy_tag_is_an_error(store: RegistryConfig, onnx_f
     run_id = registry.start_run(store, "k", None, {})
     v = registry.register_onnx(store, run_id, onnx_file, {})
     registry.promote(store, v.version)
-    with pytest.raises(RegistryError, match="no slipway.accuracy tag"):
+    with pytest.raises(RegistryError, match=r"no slipway\.accuracy tag"):
         registry.champion(store)
 
 

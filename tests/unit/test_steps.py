@@ -19,10 +19,20 @@ def run_all_steps(cfg: SlipwayConfig, out: Path) -> dict:
     steps.distill_student(cfg, info.run_id, out / "dataset", out / "teacher", out / "student")
     steps.export_model(cfg, out / "teacher", out / "dataset", out / "teacher.onnx")
     steps.export_model(cfg, out / "student", out / "dataset", out / "student.onnx")
-    report = steps.evaluate_candidates(cfg, info.run_id, out / "dataset", out / "teacher", out / "teacher.onnx",
-                                       out / "student.onnx", out / "report", out / "cm")
+    report = steps.evaluate_candidates(
+        cfg,
+        info.run_id,
+        out / "dataset",
+        out / "teacher",
+        out / "teacher.onnx",
+        out / "student.onnx",
+        out / "report",
+        out / "cm",
+    )
     decision = steps.gate_candidate(cfg, info.run_id, out / "report", out / "decision")
-    version = steps.register_candidate(cfg, info.run_id, out / "student.onnx", out / "report", out / "decision")
+    version = steps.register_candidate(
+        cfg, info.run_id, out / "student.onnx", out / "report", out / "decision"
+    )
     model_dir = steps.package_for_triton(cfg, info.run_id, out / "student.onnx", out / "repo")
     return {"info": info, "report": report, "decision": decision, "version": version, "model_dir": model_dir}
 
@@ -55,13 +65,25 @@ def test_user_factory_on_npz(
 
     npz = request.getfixturevalue(dataset)
     uri, artifacts = local_store(tmp_path / "store")
-    cfg = load_config("quickstart", [
-        *fast_overrides, f"data.source={npz}", f"teacher.architecture={user_factory}",
-        f"student.architecture={user_factory}", "student.kwargs={hidden: 8}", "train.epochs=15",
-        "distill.epochs=15", "train.lr=0.01", "distill.lr=0.01", "gate.min_accuracy=0.5",
-        "train.patience=15", "distill.patience=15",
-        f"registry.tracking_uri={uri}", f"registry.artifact_location={artifacts}",
-    ])
+    cfg = load_config(
+        "quickstart",
+        [
+            *fast_overrides,
+            f"data.source={npz}",
+            f"teacher.architecture={user_factory}",
+            f"student.architecture={user_factory}",
+            "student.kwargs={hidden: 8}",
+            "train.epochs=15",
+            "distill.epochs=15",
+            "train.lr=0.01",
+            "distill.lr=0.01",
+            "gate.min_accuracy=0.5",
+            "train.patience=15",
+            "distill.patience=15",
+            f"registry.tracking_uri={uri}",
+            f"registry.artifact_location={artifacts}",
+        ],
+    )
     result = run_all_steps(cfg, tmp_path)
     report = result["report"]
     assert report.teacher.accuracy > 0.8, report.teacher

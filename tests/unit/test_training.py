@@ -20,7 +20,9 @@ def _model(seed: int = 0, architecture: str = "student_cnn"):
 def _fit(s, cfg: TrainConfig, ckpt: Path, **kw):
     model = _model()
     n = 512  # a slice keeps these tests quick; the full data runs in the pipeline test
-    result = train(model, s.x_train[:n], s.y_train[:n], s.x_val, s.y_val, cfg, seed=0, checkpoint_dir=ckpt, **kw)
+    result = train(
+        model, s.x_train[:n], s.y_train[:n], s.x_val, s.y_val, cfg, seed=0, checkpoint_dir=ckpt, **kw
+    )
     return model, result
 
 
@@ -92,7 +94,7 @@ def test_distillation_loss_matches_hinton() -> None:
 def test_distillation_keeps_the_teacher_frozen(tmp_path: Path, digits_splits) -> None:
     teacher = _model(1, "mlp")
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    student, result = _fit(digits_splits, DistillConfig(epochs=2), tmp_path, teacher=teacher)
+    _, result = _fit(digits_splits, DistillConfig(epochs=2), tmp_path, teacher=teacher)
     assert not teacher.training
     for key, value in teacher.state_dict().items():
         torch.testing.assert_close(value, before[key])

@@ -32,7 +32,9 @@ def onnx_model(tmp_path_factory) -> Path:
 
 
 def test_repository_layout_and_config(tmp_path: Path, onnx_model: Path) -> None:
-    cfg = TritonConfig(max_batch_size=32, preferred_batch_sizes=[4, 16], max_queue_delay_us=250, instance_count=2)
+    cfg = TritonConfig(
+        max_batch_size=32, preferred_batch_sizes=[4, 16], max_queue_delay_us=250, instance_count=2
+    )
     model_dir = write_model(tmp_path, "digits", onnx_model, cfg)
     assert (model_dir / "1" / "model.onnx").is_file() and (model_dir / "config.pbtxt").is_file()
     assert list_models(tmp_path) == ["digits"] and model_versions(model_dir) == [1]
@@ -42,7 +44,10 @@ def test_repository_layout_and_config(tmp_path: Path, onnx_model: Path) -> None:
     assert [(o.name, list(o.dims)) for o in config.output] == [("logits", [10])]
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 16]
     assert config.dynamic_batching.max_queue_delay_microseconds == 250
-    assert config.instance_group[0].count == 2 and config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert (
+        config.instance_group[0].count == 2
+        and config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    )
     assert read_metadata(model_dir / "1" / "model.onnx").file == "model.onnx"
 
 
@@ -62,7 +67,9 @@ def test_tensorrt_accelerator_renders_into_optimization(onnx_model: Path) -> Non
 
 
 def test_unbatched_when_max_batch_size_is_zero(onnx_model: Path) -> None:
-    config = build_model_config("m", read_metadata(onnx_model), TritonConfig(max_batch_size=0, preferred_batch_sizes=[]))
+    config = build_model_config(
+        "m", read_metadata(onnx_model), TritonConfig(max_batch_size=0, preferred_batch_sizes=[])
+    )
     assert config.max_batch_size == 0 and list(config.input[0].dims) == [-1, 1, 8, 8]
     assert not config.HasField("dynamic_batching")
 
@@ -70,12 +77,19 @@ def test_unbatched_when_max_batch_size_is_zero(onnx_model: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('name: "other" platform: "onnxruntime_onnx" input {name: "a" dims: 1} output {name: "b" dims: 1}',
-         "must equal the directory"),
-        ('name: "m" platform: "pytorch_libtorch" input {name: "a" dims: 1} output {name: "b" dims: 1}', "platform"),
+        (
+            'name: "other" platform: "onnxruntime_onnx" input {name: "a" dims: 1} output {name: "b" dims: 1}',
+            "must equal the directory",
+        ),
+        (
+            'name: "m" platform: "pytorch_libtorch" input {name: "a" dims: 1} output {name: "b" dims: 1}',
+            "platform",
+        ),
         ('name: "m" platform: "onnxruntime_onnx"', "at least one input"),
-        ('name: "m" platform: "onnxruntime_onnx" input {name: "a" dims: 0} output {name: "b" dims: 1}',
-         "invalid dims"),
+        (
+            'name: "m" platform: "onnxruntime_onnx" input {name: "a" dims: 0} output {name: "b" dims: 1}',
+            "invalid dims",
+        ),
     ],
 )
 def test_invalid_configs_are_refused(tmp_path: Path, text: str, message: str) -> None:

@@ -16,13 +16,14 @@ def export_captured_window(cfg: SlipwayConfig, window_path: Path) -> Path:
     """Write the window as NPZ at exactly `window_path` (KFP output paths carry no extension)."""
     from slipway.monitoring.window import export_window
 
-    written = export_window(cfg.monitor.data_dir, window_path.with_name(window_path.name + ".npz"),
-                            cfg.monitor.window_size)
+    written = export_window(
+        cfg.monitor.data_dir, window_path.with_name(window_path.name + ".npz"), cfg.monitor.window_size
+    )
     os.replace(written, window_path)
     return window_path
 
 
-def check_window(cfg: SlipwayConfig, window_path: Path, report_dir: Path):  # noqa: ANN201
+def check_window(cfg: SlipwayConfig, window_path: Path, report_dir: Path):
     """Evidently drift of the window against the training-time reference; the report lands in report_dir."""
     from slipway.monitoring.drift import DriftConfig, detect_drift
 
