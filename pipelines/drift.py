@@ -10,7 +10,8 @@ from slipway.platform import configure_task, current_cluster
 def drift(config: dict, run_key: str = "") -> bool:
     cluster = current_cluster()  # set only by slipway.compile; None under kfp.local
     window = export_captured_window(config=config).set_display_name("export-window")
-    configure_task(window, "cpu", cluster)
+    # It reads live external state (the capture store), like the registry steps: never cached.
+    configure_task(window, "registry", cluster)
     check = detect_drift(config=config, window=window.outputs["window"]).set_display_name("detect-drift")
     configure_task(check, "cpu", cluster)
     with dsl.If(check.outputs["Output"] == True, name="drift-detected"):  # noqa: E712  (KFP condition syntax)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 
@@ -13,7 +14,8 @@ def setup_logging(level: str | None = None) -> None:
     logger = logging.getLogger("slipway")
     if any(isinstance(h, RichHandler) for h in logger.handlers):
         return
-    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False, log_time_format="%H:%M:%S")
+    # stderr: stdout stays clean for what commands print (JSON, tables) and pipes.
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False, log_time_format="%H:%M:%S")
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level or os.environ.get("SLIPWAY_LOG_LEVEL", "INFO"))

@@ -11,6 +11,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +48,32 @@ def _client(cfg: RegistryConfig):
     import mlflow
 
     uri = tracking_uri(cfg)
+    return mlflow.MlflowClient(uri, uri)
+
+
+@contextmanager
+def _fluent_store(uri: str) -> Iterator[None]:
+    """Point MLflow's global (fluent) API at `uri` for one block, then put it back.
+
+    mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI; left set, it would leak into every later
+    run in this process and into the subprocesses it starts.
+    """
+    import mlflow
+
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return mlflow.MlflowClient(uri, uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def local_store(output_dir: str | Path) -> tuple[str, str]:
@@ -127,7 +152,7 @@ def register_onnx(
     import onnx
 
     client = _client(cfg)
-    with mlflow.start_run(run_id=run_id):
+    with _fluent_store(tracking_uri(cfg)), mlflow.start_run(run_id=run_id):
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)),
             name="model",

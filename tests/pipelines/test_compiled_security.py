@@ -154,7 +154,7 @@ def test_caching_and_retries_per_kind(compiled: tuple[str, str]) -> None:
             assert task["retryPolicy"]["backoffDuration"] == "60s"
         else:
             assert (cached, retries) == (True, 1), task_name
-    assert seen == {"cpu", "gpu", "registry"}
+    assert "cpu" in seen and seen <= {"cpu", "gpu", "registry"}
 
 
 def test_resources_follow_the_step_kind(compiled: tuple[str, str]) -> None:
