@@ -27,6 +27,17 @@ FAST = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_mlflow_environment():
+    """A test that leaves $MLFLOW_* set would point every later local run at its store: fail it instead."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    assert after == before, (
+        f"this test leaked MLflow environment variables: {set(after.items()) ^ set(before.items())}"
+    )
+
+
 @pytest.fixture
 def fast_overrides() -> list[str]:
     return list(FAST)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,40 @@ INPUT_SHAPE = (3, 32, 32)
 NUM_CLASSES = 1000
 
 
+def run_modes(
+    device: Literal["cpu", "cuda"], precision: str, batch_size: int, steps: int, warmup: int
+) -> list[dict[str, Any]]:
+    """Eager FP32, then DDP with `precision` autocast; rows on rank 0 (an empty list on the other ranks)."""
+    if (
+        not distributed.launched_by_torchrun()
+    ):  # a one-process group, so the DDP path is the real one on 1 GPU
+        for key, value in {
+            "RANK": "0",
+            "WORLD_SIZE": "1",
+            "LOCAL_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1",
+        }.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("MASTER_PORT", "29533")
+    env = distributed.init_process_group(device)
+    try:
+        if env.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32 in the baseline
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+        rows = []
+        for mode_precision, use_ddp in (("fp32", False), (precision, True)):
+            torch.manual_seed(0)
+            model = resnet50_sized_teacher(INPUT_SHAPE, NUM_CLASSES)
+            rows.append(measure(model, env.device, mode_precision, batch_size, steps, warmup, env, use_ddp))
+            del model
+            if env.device.type == "cuda":
+                torch.cuda.empty_cache()
+        return rows if env.is_main else []
+    finally:
+        distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slipway.bench_ddp", description=__doc__)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -107,42 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu" and not args.allow_cpu:
         log.error("CPU timings are not what this benchmark reports; pass --allow-cpu for a smoke test")
         return 2
-    torchrun = distributed.launched_by_torchrun()
-    if not torchrun:  # a one-process group, so that the DDP path is the real one even on one GPU
-        import os
-
-        os.environ.update(
-            {
-                "RANK": "0",
-                "WORLD_SIZE": "1",
-                "LOCAL_RANK": "0",
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": "29533",
-            }
+    rows = run_modes(args.device, args.precision, args.batch_size, args.steps, args.warmup)
+    if rows:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        log.info(
+            "%s vs eager-fp32: %.2fx images/s",
+            rows[1]["mode"],
+            rows[1]["images_per_s"] / rows[0]["images_per_s"],
         )
-    env = distributed.init_process_group(args.device)
-    try:
-        if env.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32 in the baseline
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cudnn.benchmark = True
-        rows = []
-        for precision, use_ddp in (("fp32", False), (args.precision, True)):
-            torch.manual_seed(0)
-            model = resnet50_sized_teacher(INPUT_SHAPE, NUM_CLASSES)
-            rows.append(
-                measure(model, env.device, precision, args.batch_size, args.steps, args.warmup, env, use_ddp)
-            )
-            del model
-            if env.device.type == "cuda":
-                torch.cuda.empty_cache()
-        if env.is_main:
-            for row in rows:
-                sys.stdout.write(json.dumps(row) + "\n")
-            speedup = rows[1]["images_per_s"] / rows[0]["images_per_s"]
-            log.info("%s vs eager-fp32: %.2fx images/s", rows[1]["mode"], speedup)
-    finally:
-        distributed.destroy_process_group()
     return 0
 
 

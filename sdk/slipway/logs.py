@@ -15,7 +15,13 @@ def setup_logging(level: str | None = None) -> None:
     if any(isinstance(h, RichHandler) for h in logger.handlers):
         return
     # stderr: stdout stays clean for what commands print (JSON, tables) and pipes.
-    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False, log_time_format="%H:%M:%S")
+    handler = RichHandler(
+        console=Console(stderr=True),
+        show_path=False,
+        rich_tracebacks=False,
+        markup=False,
+        log_time_format="%H:%M:%S",
+    )
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level or os.environ.get("SLIPWAY_LOG_LEVEL", "INFO"))

@@ -86,8 +86,8 @@ def test_compression_components_chain(tmp_path: Path, fast_config) -> None:
     from slipway.config import validate_config
     from slipway.optimize import CHECKPOINT_ARTIFACT
 
-    mlflow.set_tracking_uri(cfg.registry.tracking_uri)
-    assert [f.path for f in mlflow.MlflowClient().list_artifacts(run_id, CHECKPOINT_ARTIFACT)]
+    client = mlflow.MlflowClient(cfg.registry.tracking_uri)  # not set_tracking_uri: it exports an env var
+    assert [f.path for f in client.list_artifacts(run_id, CHECKPOINT_ARTIFACT)]
     source = a(dsl.Model, "source")
     resolve_source.python_func(
         config=validate_config({**config, "source": {"checkpoint": str(Path(pruned.path))}}).model_dump(

@@ -211,9 +211,9 @@ def test_cli_submit_wait_list_get_schedule(api: RunningDouble, monkeypatch: pyte
 
     listed = runner.invoke(cli, ["runs", "list", "--json"])
     assert listed.exit_code == 0, listed.output
-    assert [r["run_id"] for r in json.loads(listed.output)] == [run_id]
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
     got = runner.invoke(cli, ["runs", "get", run_id, "--json"])
-    assert json.loads(got.output)["state"] == "SUCCEEDED"
+    assert json.loads(got.stdout)["state"] == "SUCCEEDED"
 
     api.double.run_script = ["FAILED"]
     failed = runner.invoke(cli, ["submit", "quickstart", "--wait", "--poll-interval", "0.01"])

@@ -256,11 +256,11 @@ def test_cli_deploy_status_and_errors(double: KServeDouble, tmp_path: Path) -> N
     runner = CliRunner()
     out = runner.invoke(deploy, [*common, "--storage-uri", V1, "--format", "onnx", "--no-wait"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["outcome"] == "created"
+    assert json.loads(out.stdout)["outcome"] == "created"
     time.sleep(0.1)
     out = runner.invoke(rollout, ["status", *common])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["latest_ready_revision"] == REV1
+    assert json.loads(out.stdout)["latest_ready_revision"] == REV1
 
     out = runner.invoke(rollout, ["rollback", *common])
     assert out.exit_code == 1 and "no previous storageUri recorded" in out.output
