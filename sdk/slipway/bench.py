@@ -283,25 +283,61 @@ def gpu_bench(batch: int = 256, iterations: int = 20) -> dict[str, Any]:
         "iterations": iterations,
     }
     results["eager_fp32"] = rate(model, x)
-    half = model.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    xh = x.half().to(memory_format=torch.channels_last)
-    results["eager_fp16_channels_last"] = rate(half, xh)
-    results["compile_fp16_channels_last"] = rate(torch.compile(half), xh)
+    results.update(_fp16_paths(model, x, rate, "resnet50"))
+    results["student"] = _gpu_student(x, rate)
+    best = max((k for k in STUDENT_PATHS if results["student"].get(k)), key=lambda k: results["student"][k])
+    results["best_student_path"] = best
+    results["best_student_vs_teacher_eager_fp32"] = results["student"][best] / results["eager_fp32"]
+    return results
+
+
+STUDENT_PATHS = ("eager_fp16_channels_last", "compile_fp16_channels_last", "tensorrt_fp16", "ort_cuda_fp32")
+
+
+def _fp16_paths(model: nn.Module, x: torch.Tensor, rate: Any, name: str) -> dict[str, float | None]:
+    """Images/s of `model` in FP16: eager channels_last, torch.compile, and a TensorRT engine when importable."""
+    out: dict[str, float | None] = {"tensorrt_fp16": None}
     if importlib.util.find_spec("tensorrt") is not None:
         from slipway.config import TensorRTConfig
         from slipway.tensorrt import TensorRTRunner, build_engine
 
         with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = Path(tmp) / "resnet50.onnx"
-            export_onnx(model.float(), (3, 224, 224), onnx_path)
-            engine = Path(tmp) / "resnet50.plan"
-            build_engine(onnx_path, engine, TensorRTConfig(min_batch=1, opt_batch=batch, max_batch=batch),
-                         x[:64].float().cpu().numpy())  # fmt: skip
-            runner = TensorRTRunner(engine)
-            results["tensorrt_fp16"] = rate(runner.predict_tensor, x.float())
-    else:
-        results["tensorrt_fp16"] = None
-    return results
+            onnx_path = Path(tmp) / f"{name}.onnx"
+            export_onnx(model.float().cpu(), tuple(x.shape[1:]), onnx_path)
+            engine = Path(tmp) / f"{name}.plan"
+            cfg = TensorRTConfig(min_batch=1, opt_batch=x.shape[0], max_batch=x.shape[0])
+            build_engine(onnx_path, engine, cfg, x[:64].float().cpu().numpy())
+            out["tensorrt_fp16"] = rate(TensorRTRunner(engine).predict_tensor, x.float())
+    half = model.to(x.device).half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    xh = x.half().to(memory_format=torch.channels_last)
+    out["eager_fp16_channels_last"] = rate(half, xh)
+    out["compile_fp16_channels_last"] = rate(torch.compile(half), xh)
+    return out
+
+
+def _gpu_student(x: torch.Tensor, rate: Any) -> dict[str, Any]:
+    """The optimizer's structured pruning (torch-pruning, half the channels) on ResNet-50, then its fast paths."""
+    from slipway.compress import structured_prune
+    from slipway.config import PruneConfig
+    from slipway.convert import ort_session
+
+    student = resnet50().eval()
+    ratio = 0.5
+    structured_prune(student, (3, 224, 224), 1000, PruneConfig(ratio=ratio))
+    out: dict[str, Any] = {"pruning_ratio": ratio, "params": count_parameters(student), "ort_cuda_fp32": None}
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():  # the Triton ONNX Runtime backend's GPU path
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "student.onnx"
+            export_onnx(student, (3, 224, 224), onnx_path)
+            session = ort_session(onnx_path, providers=["CUDAExecutionProvider"])
+            name = session.get_inputs()[0].name
+            xs = x.float().cpu().numpy()
+            out["ort_cuda_fp32"] = rate(lambda _: session.run(None, {name: xs}), x)
+    out["ort_providers"] = ort.get_available_providers()
+    out.update(_fp16_paths(student, x, rate, "student"))
+    return out
 
 
 def gpu_results(device: str) -> dict[str, Any]:
@@ -402,6 +438,13 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _why_not(key: str) -> str:
+    return {
+        "tensorrt_fp16": "TensorRT is not installed here",
+        "ort_cuda_fp32": "this onnxruntime has no CUDA execution provider",
+    }.get(key, "not run")
+
+
 def render_gpu(g: dict[str, Any]) -> list[str]:
     """The GPU part of the section: inference and training images/s as ratios to FP32, or why not measured."""
     lines = ["### GPU: ResNet-50-sized teacher at batch 256", ""]
@@ -422,10 +465,22 @@ def render_gpu(g: dict[str, Any]) -> list[str]:
                            ("TensorRT FP16", "tensorrt_fp16")):  # fmt: skip
             value = g.get(key)
             lines.append(
-                f"| inference | {label} | {value:,.0f} | {value / base:.2f}x |"
+                f"| inference | teacher, {label} | {value:,.0f} | {value / base:.2f}x |"
                 if value is not None
-                else f"| inference | {label} | not measured (TensorRT is not installed here) | |"
+                else f"| inference | teacher, {label} | not measured ({_why_not(key)}) | |"
             )
+        st = g.get("student")
+        if st:
+            for label, key in (("eager FP16 channels_last", "eager_fp16_channels_last"),
+                               ("torch.compile FP16 channels_last", "compile_fp16_channels_last"),
+                               ("TensorRT FP16", "tensorrt_fp16"), ("ONNX Runtime CUDA FP32", "ort_cuda_fp32")):  # fmt: skip
+                value = st.get(key)
+                who = f"pruned student ({st['params'] / 1e6:.1f} M params)"
+                lines.append(
+                    f"| inference | {who}, {label} | {value:,.0f} | {value / base:.2f}x |"
+                    if value is not None
+                    else f"| inference | {who}, {label} | not measured ({_why_not(key)}) | |"
+                )
         training = g.get("training") or []
         for row in training:
             lines.append(
@@ -433,6 +488,14 @@ def render_gpu(g: dict[str, Any]) -> list[str]:
                 f"| {row['images_per_s']:,.0f} | {row['images_per_s'] / training[0]['images_per_s']:.2f}x |"
             )
         lines.append("")
+        if st:
+            lines += [
+                f"Best student path: {g['best_student_path']}, **{g['best_student_vs_teacher_eager_fp32']:.1f}x** "
+                "the teacher's eager FP32 throughput (target >= 4x). The pruned student is ResNet-50 after the "
+                "optimizer's structured pruning (torch-pruning, half of the channels); random weights: this "
+                "measures speed, accuracy is measured on the CPU datasets above.",
+                "",
+            ]
     else:
         lines += [
             f"Not measured in this session: no GPU was lent ({g['reason']}). Run `slipway bench --device cuda`.",

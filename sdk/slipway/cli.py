@@ -12,8 +12,9 @@ from rich.table import Table
 
 from slipway import __version__
 from slipway.errors import SlipwayError
+from slipway.logs import output_console
 
-console = Console()
+console = output_console()
 err_console = Console(stderr=True)
 
 config_option = click.option(

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from slipway.kubeflow import HOST_ENV, TOKEN_ENV, RunInfo
+from slipway.logs import output_console
 
-console = Console()
+console = output_console()
 
 
 def _connection_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from rich.console import Console
 from rich.logging import RichHandler
+
+
+def output_console() -> Console:
+    """Where commands print tables: stdout, 140 columns when it is not a terminal (logs, CI) so tables don't truncate."""
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=140 if wide else None)
 
 
 def setup_logging(level: str | None = None) -> None:

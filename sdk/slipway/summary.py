@@ -9,6 +9,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from slipway.logs import output_console
+
 Status = Literal["succeeded", "rejected", "failed"]
 
 
@@ -78,7 +80,7 @@ def status_of(gate_passed: bool | None, failed: bool) -> Status:
 
 def render(summary: RunSummary, console: Console | None = None) -> None:
     """A readable table of what the run produced, for the end of `slipway run`."""
-    console = console or Console()
+    console = console or output_console()
     colour = {"succeeded": "green", "rejected": "yellow", "failed": "red"}[summary.status]
     console.rule(f"[bold]{summary.pipeline}[/]: [{colour}]{summary.status}[/] in {summary.duration_s:.0f} s")
     if summary.teacher and summary.student:

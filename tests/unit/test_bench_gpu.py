@@ -26,6 +26,15 @@ MEASURED = {
     "eager_fp16_channels_last": 4000.0,
     "compile_fp16_channels_last": 8000.0,
     "tensorrt_fp16": None,
+    "student": {
+        "params": 6_917_640,
+        "eager_fp16_channels_last": 9000.0,
+        "compile_fp16_channels_last": 20000.0,
+        "tensorrt_fp16": None,
+        "ort_cuda_fp32": None,
+    },
+    "best_student_path": "compile_fp16_channels_last",
+    "best_student_vs_teacher_eager_fp32": 20.0,
     "training": [
         {"mode": "eager-fp32", "world_size": 1, "batch_size_per_process": 256, "images_per_s": 500.0},
         {"mode": "ddp-bf16", "world_size": 1, "batch_size_per_process": 256, "images_per_s": 3000.0},
@@ -41,9 +50,18 @@ def test_cpu_run_says_why_nothing_was_measured() -> None:
 
 def test_measured_gpu_rows_are_ratios_to_fp32() -> None:
     text = "\n".join(bench.render_gpu(MEASURED))
-    assert "| inference | eager FP16 channels_last | 4,000 | 4.00x |" in text
-    assert "| inference | torch.compile FP16 channels_last | 8,000 | 8.00x |" in text
-    assert "| inference | TensorRT FP16 | not measured" in text
+    assert "| inference | teacher, eager FP16 channels_last | 4,000 | 4.00x |" in text
+    assert "| inference | teacher, torch.compile FP16 channels_last | 8,000 | 8.00x |" in text
+    assert "| inference | teacher, TensorRT FP16 | not measured (TensorRT is not installed here) | |" in text
+    assert (
+        "| inference | pruned student (6.9 M params), torch.compile FP16 channels_last | 20,000 | 20.00x |"
+        in text
+    )
+    assert (
+        "pruned student (6.9 M params), ONNX Runtime CUDA FP32 | not measured (this onnxruntime has no CUDA"
+        in text
+    )
+    assert "**20.0x** the teacher's eager FP32 throughput (target >= 4x)" in text
     assert "| training | ddp-bf16 (world size 1, batch 256) | 3,000 | 6.00x |" in text
 
 
