@@ -5,13 +5,9 @@ from kfp import dsl
 
 from slipway.components.data import prepare_data
 from slipway.components.export import export_onnx
-from slipway.components.gate import gate
-from slipway.components.prune import prune
-from slipway.components.quantize import quantize
-from slipway.components.register import register
-from slipway.components.select_format import select_format
 from slipway.components.source import resolve_source
 from slipway.components.tensorrt import build_tensorrt
+from slipway.pipelines.compression import compress_select_register
 from slipway.platform import configure_task, current_cluster
 
 
@@ -29,50 +25,26 @@ def optimize(config: dict, run_key: str, build_tensorrt_engine: bool = False):
         "export-source"
     )
     configure_task(source_onnx, "cpu", cluster)
-    # No separate teacher here: the source model itself teaches its pruned version (self-distillation).
-    pruned = prune(
-        config=config, run_id=run_id, dataset=dataset, model=source_model, teacher=source_model
-    ).set_display_name("prune")
-    configure_task(pruned, "gpu", cluster)
-    pruned_onnx = export_onnx(
-        config=config, dataset=dataset, model=pruned.outputs["pruned_model"]
-    ).set_display_name("export-pruned")
-    configure_task(pruned_onnx, "cpu", cluster)
-    quantized = quantize(
-        config=config, run_id=run_id, dataset=dataset, onnx_model=pruned_onnx.outputs["onnx_model"]
-    ).set_display_name("quantize")
-    configure_task(quantized, "cpu", cluster)
-    # The source is the gate's reference ("teacher" in the report): the drop is what optimization cost.
-    selection = select_format(
+    # No separate teacher here: the source model itself teaches its pruned version (self-distillation), and it
+    # is the gate's reference ("teacher" in the report): the drop is what optimization cost.
+    stage = compress_select_register(
         config=config,
         run_id=run_id,
         dataset=dataset,
+        cluster=cluster,
+        model=source_model,
+        model_onnx=source_onnx.outputs["onnx_model"],
         teacher=source_model,
         teacher_onnx=source_onnx.outputs["onnx_model"],
-        student=source_model,
-        student_onnx=source_onnx.outputs["onnx_model"],
-        pruned=pruned.outputs["pruned_model"],
-        pruned_onnx=pruned_onnx.outputs["onnx_model"],
-        int8_onnx=quantized.outputs["int8_model"],
-        fp16_onnx=quantized.outputs["fp16_model"],
-    ).set_display_name("select-format")
-    configure_task(selection, "cpu", cluster)
-    decision = gate(config=config, run_id=run_id, report=selection.outputs["report"]).set_display_name("gate")
-    configure_task(decision, "registry", cluster)
-    registered = register(
-        config=config,
-        run_id=run_id,
-        student_onnx=selection.outputs["chosen_model"],
-        report=selection.outputs["report"],
-        decision=decision.outputs["decision"],
-    ).set_display_name("register-challenger")
-    configure_task(registered, "registry", cluster)
+        prune_name="prune",
+        register_name="register-challenger",
+    )
     with dsl.If(build_tensorrt_engine == True, name="tensorrt"):  # noqa: E712  (KFP condition syntax)
         engine = build_tensorrt(
             config=config,
             run_id=run_id,
             dataset=dataset,
-            onnx_model=pruned_onnx.outputs["onnx_model"],
-            int8_model=quantized.outputs["int8_model"],
+            onnx_model=stage.pruned_onnx.outputs["onnx_model"],
+            int8_model=stage.quantized.outputs["int8_model"],
         ).set_display_name("build-tensorrt")
         configure_task(engine, "gpu", cluster)

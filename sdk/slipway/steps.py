@@ -267,42 +267,18 @@ def evaluate_candidates(
     params = count_parameters(teacher_model)
     student_params = int(read_metadata(student_onnx).extra["params"])
     ev = cfg.evaluate
-    teacher = evaluate_model(
-        "teacher",
-        "onnx-fp32",
-        "onnxruntime",
-        onnx_predictor(teacher_onnx, ev.threads),
-        x,
-        y,
-        k,
-        params,
-        teacher_onnx.stat().st_size,
-        ev,
-    )
-    teacher_eager = evaluate_model(
-        "teacher",
-        "pytorch-fp32",
-        "torch-eager",
-        torch_predictor(teacher_model, ev.threads),
-        x,
-        y,
-        k,
-        params,
-        teacher_path.stat().st_size,
-        ev,
-    )
-    student = evaluate_model(
-        "student",
-        "onnx-fp32",
-        "onnxruntime",
-        onnx_predictor(student_onnx, ev.threads),
-        x,
-        y,
-        k,
-        student_params,
-        student_onnx.stat().st_size,
-        ev,
-    )
+
+    def measure(
+        role: str, fmt: str, runtime: str, predictor: Any, n_params: int, path: Path
+    ) -> ModelEvaluation:
+        return evaluate_model(role, fmt, runtime, predictor, x, y, k, n_params, path.stat().st_size, ev)
+
+    teacher = measure("teacher", "onnx-fp32", "onnxruntime", onnx_predictor(teacher_onnx, ev.threads), params,
+                      teacher_onnx)  # fmt: skip
+    teacher_eager = measure("teacher", "pytorch-fp32", "torch-eager", torch_predictor(teacher_model, ev.threads),
+                            params, teacher_path)  # fmt: skip
+    student = measure("student", "onnx-fp32", "onnxruntime", onnx_predictor(student_onnx, ev.threads),
+                      student_params, student_onnx)  # fmt: skip
     report = EvaluationReport(
         dataset_fingerprint=splits.fingerprint, teacher=teacher, teacher_eager=teacher_eager, student=student
     )

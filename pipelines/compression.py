@@ -1,0 +1,77 @@
+"""The stage the quickstart and optimize pipelines share: prune -> ONNX -> INT8/FP16 -> select the fastest format
+within the accuracy budget -> gate -> register. A plain function that adds tasks to the pipeline calling it."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from kfp import dsl
+
+from slipway.components.export import export_onnx
+from slipway.components.gate import gate
+from slipway.components.prune import prune
+from slipway.components.quantize import quantize
+from slipway.components.register import register
+from slipway.components.select_format import select_format
+from slipway.platform import ClusterConfig, configure_task
+
+
+@dataclass
+class CompressionStage:
+    pruned_onnx: dsl.PipelineTask
+    quantized: dsl.PipelineTask
+    selection: dsl.PipelineTask
+    decision: dsl.PipelineTask
+    registered: dsl.PipelineTask
+
+
+def compress_select_register(
+    *,
+    config: Any,
+    run_id: Any,
+    dataset: Any,
+    cluster: ClusterConfig | None,
+    model: Any,
+    model_onnx: Any,
+    teacher: Any,
+    teacher_onnx: Any,
+    prune_name: str,
+    register_name: str,
+) -> CompressionStage:
+    """`model` is pruned with `teacher` distilling into it; the teacher is also the gate's reference."""
+    pruned = prune(
+        config=config, run_id=run_id, dataset=dataset, model=model, teacher=teacher
+    ).set_display_name(prune_name)
+    configure_task(pruned, "gpu", cluster)
+    pruned_onnx = export_onnx(
+        config=config, dataset=dataset, model=pruned.outputs["pruned_model"]
+    ).set_display_name("export-pruned")
+    configure_task(pruned_onnx, "cpu", cluster)
+    quantized = quantize(
+        config=config, run_id=run_id, dataset=dataset, onnx_model=pruned_onnx.outputs["onnx_model"]
+    ).set_display_name("quantize")
+    configure_task(quantized, "cpu", cluster)
+    selection = select_format(
+        config=config,
+        run_id=run_id,
+        dataset=dataset,
+        teacher=teacher,
+        teacher_onnx=teacher_onnx,
+        student=model,
+        student_onnx=model_onnx,
+        pruned=pruned.outputs["pruned_model"],
+        pruned_onnx=pruned_onnx.outputs["onnx_model"],
+        int8_onnx=quantized.outputs["int8_model"],
+        fp16_onnx=quantized.outputs["fp16_model"],
+    ).set_display_name("select-format")
+    configure_task(selection, "cpu", cluster)
+    decision = gate(config=config, run_id=run_id, report=selection.outputs["report"]).set_display_name("gate")
+    configure_task(decision, "registry", cluster)
+    registered = register(
+        config=config,
+        run_id=run_id,
+        student_onnx=selection.outputs["chosen_model"],
+        report=selection.outputs["report"],
+        decision=decision.outputs["decision"],
+    ).set_display_name(register_name)
+    configure_task(registered, "registry", cluster)
+    return CompressionStage(pruned_onnx, quantized, selection, decision, registered)
