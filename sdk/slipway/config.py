@@ -279,9 +279,13 @@ class DeployConfig(StrictModel):
 class MonitorConfig(StrictModel):
     """The recurring drift pipeline: which captured window to check against which reference, and what then."""
 
-    data_dir: str = Field(
-        "/data", description="the drift monitor's capture store (a mounted volume in a cluster)"
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the drift monitor's base URL (in a cluster: http://<release>-monitor.<namespace>:8081); "
+        "set, the window and the reference are fetched from it and data_dir/reference are not read",
     )
+    data_dir: str = Field("/data", description="the drift monitor's capture store, read when url is unset")
     reference: str = Field("/reference/reference.npz", description="reference sample saved at training time")
     window_size: int = Field(500, ge=30, description="most recent captured events compared")
     family_alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm probability per window")

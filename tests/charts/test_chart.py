@@ -332,6 +332,13 @@ def test_network_policies_restrict_monitor_and_mlflow(render_chart: Render) -> N
         assert spec["policyTypes"] == ["Ingress", "Egress"], name
         egress_ports = {port["port"] for rule in spec["egress"] for port in rule["ports"]}
         assert egress_ports == {53}, f"{name} may reach more than DNS: {egress_ports}"
+    pipeline_ns = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow-user-example-com"}}
+    }
+    for (
+        name
+    ) in policies:  # the pipeline namespace reaches MLflow and the monitor (drift windows), nothing else
+        assert pipeline_ns in policies[name]["ingress"][0]["from"], name
 
 
 def test_chart_defaults_use_the_cpu_image_of_this_version() -> None:

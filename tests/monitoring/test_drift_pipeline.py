@@ -61,3 +61,54 @@ def test_retrain_is_off_by_default_and_needs_a_host() -> None:
     on = load_config("drift", ["monitor.retrain=true"]).model_dump(mode="json", exclude_none=True)
     with pytest.raises(ConfigError, match=r"monitor\.kfp_host is not set"):
         retrain.python_func(config=on)
+
+
+def test_pipeline_reads_window_and_reference_from_a_running_monitor(
+    tmp_path: Path, digits, digits_reference: Path
+) -> None:
+    """The cluster path: no shared volume, the steps fetch both files from the real monitor over real HTTP."""
+    import httpx
+
+    from slipway.monitoring import bench
+
+    from .conftest import start, v2_request
+
+    running = start(tmp_path / "data", digits_reference, ["--drift-every", "0"])
+    try:
+        shifted = (digits.pool_x[:300] * 1.2 + 2.0).astype(np.float32)  # brighter and offset
+        with httpx.Client(base_url=running.url, timeout=30) as client:
+            for i in range(0, len(shifted), 50):
+                assert client.post("/v1/batches", json=v2_request(shifted[i : i + 50])).status_code == 200
+            assert client.get("/v1/window", params={"size": "0"}).status_code == 400
+            assert "size: expected an integer" in client.get("/v1/window?size=abc").json()["message"]
+            assert client.get("/v1/reference").content == digits_reference.read_bytes()
+        config = load_config(
+            "drift",
+            [f"monitor.url={running.url}", "monitor.window_size=300", "monitor.data_dir=/nonexistent"],
+        ).model_dump(mode="json", exclude_none=True)
+        window = dsl.Dataset(name="window", uri=str(tmp_path / "window"), metadata={})
+        export_captured_window.python_func(config=config, window=window)
+        with np.load(window.path) as w:
+            assert w["x"].shape == (300, 1, 8, 8)
+            np.testing.assert_allclose(w["x"], shifted, rtol=1e-6)
+        report = dsl.HTML(name="report", uri=str(tmp_path / "report"), metadata={})
+        summary = dsl.Artifact(name="summary", uri=str(tmp_path / "summary"), metadata={})
+        assert detect_drift.python_func(config=config, window=window, report=report, summary=summary) is True
+    finally:
+        bench.stop_monitor(running.proc)  # type: ignore[arg-type]
+
+
+def test_unreachable_monitor_is_an_error_naming_the_url(tmp_path: Path) -> None:
+    from slipway.errors import DataError
+    from slipway.monitoring import bench
+
+    url = f"http://127.0.0.1:{bench.free_port()}"
+    config = load_config("drift", [f"monitor.url={url}"]).model_dump(mode="json", exclude_none=True)
+    window = dsl.Dataset(name="window", uri=str(tmp_path / "window"), metadata={})
+    with pytest.raises(DataError, match=rf"GET {url}/v1/window\?size=500: .*monitor reachable"):
+        export_captured_window.python_func(config=config, window=window)
+
+
+def test_monitor_url_must_be_http() -> None:
+    with pytest.raises(ConfigError, match=r"monitor\.url"):
+        load_config("drift", ["monitor.url=ftp://monitor:8081"])

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import tempfile
 import threading
 import time
 import uuid
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z\-]{0,80}$")
 OFFLOAD_PARSE_BYTES = 256 * 1024
+MAX_WINDOW_ROWS = 100_000
 
 
 class MonitorSettings(BaseModel):
@@ -227,6 +229,20 @@ class Monitor:
             self._prune_reports()
             return result
 
+    def window_npz(self, size: int) -> bytes:
+        """The newest `size` rows as the NPZ the drift pipeline reads (blocking: call from a worker thread)."""
+        from slipway.monitoring.window import collect_window, save_samples
+
+        window = collect_window(
+            self.settings.data_dir,
+            size,
+            self.settings.input_name,
+            self.settings.output_name,
+            sample_shape=self.reference_shape,
+        )
+        with tempfile.TemporaryDirectory(prefix="slipway-window-") as tmp:
+            return save_samples(window, Path(tmp) / "window.npz").read_bytes()
+
     def _publish(self, result: DriftResult) -> None:
         m = self.metrics
         m.share.set(result.share_of_drifted_columns)
@@ -350,6 +366,21 @@ def create_app(settings: MonitorSettings) -> Starlette:
         result = await asyncio.get_running_loop().run_in_executor(monitor._drift_pool, monitor.run_drift)
         return JSONResponse(result.model_dump())
 
+    async def window(request: Request) -> Response:
+        raw = request.query_params.get("size", str(settings.window_size))
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_WINDOW_ROWS:
+            raise DataError(f"size: expected an integer from 1 to {MAX_WINDOW_ROWS}, got {raw!r}")
+        content = await asyncio.to_thread(monitor.window_npz, int(raw))
+        return Response(content, media_type="application/octet-stream")
+
+    async def reference(_: Request) -> Response:
+        path = settings.reference
+        if path is None:
+            raise NotFoundError("no reference configured: start the monitor with --reference PATH")
+        content = await asyncio.to_thread(path.read_bytes)
+        headers = {"content-disposition": f'attachment; filename="reference{path.suffix}"'}
+        return Response(content, media_type="application/octet-stream", headers=headers)
+
     async def healthz(_: Request) -> Response:
         store = monitor.store
         alive = store is not None and store._writer.is_alive()
@@ -387,6 +418,8 @@ def create_app(settings: MonitorSettings) -> Starlette:
             Route("/v1/batches", post_batch, methods=["POST"]),
             Route("/v1/feedback", post_feedback, methods=["POST"]),
             Route("/v1/drift/run", run_drift, methods=["POST"]),
+            Route("/v1/window", window, methods=["GET"]),
+            Route("/v1/reference", reference, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/reports", reports, methods=["GET"]),
