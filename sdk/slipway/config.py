@@ -152,6 +152,10 @@ class TritonConfig(StrictModel):
     max_batch_size: int = Field(64, ge=0)
     preferred_batch_sizes: list[int] = Field(default_factory=lambda: [8, 16, 32])
     max_queue_delay_us: int = Field(500, ge=0)
+    dynamic_batching: bool = Field(
+        True,
+        description="false: no dynamic_batching block; each request runs as sent (batched by the client)",
+    )
     instance_count: int = Field(1, ge=1)
     instance_kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
     tensorrt_accelerator: bool = Field(

@@ -61,7 +61,7 @@ def build_model_config(
         _tensor(spec, batched, config.input.add())
     for spec in artifact.outputs:
         _tensor(spec, batched, config.output.add())
-    if batched:
+    if batched and triton.dynamic_batching:
         config.dynamic_batching.preferred_batch_size.extend(triton.preferred_batch_sizes)
         config.dynamic_batching.max_queue_delay_microseconds = triton.max_queue_delay_us
     group = config.instance_group.add()

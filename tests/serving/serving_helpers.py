@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from google.protobuf import text_format
 from torch import nn
 
 from slipway.config import TritonConfig
-from slipway.triton import CONFIG_FILE, read_model_config, write_model
+from slipway.triton import write_model
 
 INPUT_SHAPE = (1, 8, 8)
 
@@ -26,12 +25,12 @@ def make_repo(root: Path, onnx_model: Path) -> Path:
     """digits: dynamic batching; direct: batched, no dynamic_batching; pair: two instances."""
     repo = root / "repo"
     write_model(repo, "digits", onnx_model, TritonConfig(max_batch_size=64, max_queue_delay_us=2000))
-    direct_dir = write_model(
-        repo, "direct", onnx_model, TritonConfig(max_batch_size=8, preferred_batch_sizes=[])
+    write_model(
+        repo,
+        "direct",
+        onnx_model,
+        TritonConfig(max_batch_size=8, preferred_batch_sizes=[], dynamic_batching=False),
     )
-    config = read_model_config(direct_dir)
-    config.ClearField("dynamic_batching")
-    (direct_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
     write_model(
         repo,
         "pair",

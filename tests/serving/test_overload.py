@@ -12,14 +12,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from google.protobuf import text_format
 from torch import nn
 
 from slipway.config import TritonConfig
 from slipway.convert import export_onnx
 from slipway.serving.server import ServerHandle, start_server
 from slipway.serving.service import ServerOptions
-from slipway.triton import CONFIG_FILE, read_model_config, write_model
+from slipway.triton import write_model
 
 BATCH = 32
 
@@ -37,10 +36,12 @@ def heavy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHan
     )
     root = tmp_path_factory.mktemp("overload")
     export_onnx(model, (1, 8, 8), root / "heavy.onnx")
-    model_dir = write_model(root / "repo", "heavy", root / "heavy.onnx", TritonConfig(max_batch_size=BATCH))
-    config = read_model_config(model_dir)
-    config.ClearField("dynamic_batching")
-    (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
+    write_model(
+        root / "repo",
+        "heavy",
+        root / "heavy.onnx",
+        TritonConfig(max_batch_size=BATCH, dynamic_batching=False),
+    )
     options = ServerOptions(max_queue=4, timeout_s=0.5)
     with start_server(root / "repo", threads=1, options=options, subprocess_mode=True) as handle:
         yield handle

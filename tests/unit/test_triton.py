@@ -74,6 +74,13 @@ def test_unbatched_when_max_batch_size_is_zero(onnx_model: Path) -> None:
     assert not config.HasField("dynamic_batching")
 
 
+def test_batched_without_dynamic_batching(onnx_model: Path) -> None:
+    config = build_model_config("m", read_metadata(onnx_model), TritonConfig(max_batch_size=8,
+                                preferred_batch_sizes=[], dynamic_batching=False))  # fmt: skip
+    assert config.max_batch_size == 8 and list(config.input[0].dims) == [1, 8, 8]
+    assert not config.HasField("dynamic_batching")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

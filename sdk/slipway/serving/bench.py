@@ -74,11 +74,10 @@ def _digits() -> Any:
 def build_repository(workdir: Path) -> tuple[Path, dict[str, Path]]:
     """cnn32 (dynamic batching), cnn32_direct (none), digits (dynamic batching), all exported by Slipway."""
     import torch
-    from google.protobuf import text_format
 
     from slipway.config import TritonConfig
     from slipway.convert import export_onnx
-    from slipway.triton import CONFIG_FILE, read_model_config, write_model
+    from slipway.triton import write_model
 
     torch.manual_seed(0)
     files = {"cnn32": workdir / "cnn32.onnx", "digits": workdir / "digits.onnx"}
@@ -89,12 +88,7 @@ def build_repository(workdir: Path) -> tuple[Path, dict[str, Path]]:
         {"max_batch_size": 64, "preferred_batch_sizes": [16, 32], "max_queue_delay_us": BATCH_DELAY_US}
     )
     write_model(repo, "cnn32", files["cnn32"], batching)
-    direct = write_model(
-        repo, "cnn32_direct", files["cnn32"], TritonConfig.model_validate(dict(max_batch_size=64))
-    )
-    config = read_model_config(direct)
-    config.ClearField("dynamic_batching")
-    (direct / CONFIG_FILE).write_text(text_format.MessageToString(config))
+    write_model(repo, "cnn32_direct", files["cnn32"], TritonConfig(max_batch_size=64, dynamic_batching=False))
     write_model(
         repo,
         "digits",
