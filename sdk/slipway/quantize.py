@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +90,10 @@ def boundary_nodes(onnx_path: str | Path) -> list[str]:
     return sorted({compute[0], compute[-1]}, key=compute.index)
 
 
-def _accuracy(path: Path, x: np.ndarray, y: np.ndarray, threads: int | None) -> tuple[float, np.ndarray]:
-    logits = onnx_predict(ort_session(path, threads), x)
-    return float((logits.argmax(1) == y).mean()), logits
+def _predict(path: Path, threads: int | None, *inputs: np.ndarray) -> list[np.ndarray]:
+    """Logits for each input set from one ONNX Runtime session."""
+    session = ort_session(path, threads)
+    return [onnx_predict(session, x) for x in inputs]
 
 
 def _measure(
@@ -104,9 +105,9 @@ def _measure(
     cfg: QuantizeConfig,
     threads: int | None,
 ) -> Attempt:
-    acc, _ = _accuracy(candidate, reference["x_test"], reference["y_test"], threads)
+    test_logits, logits = _predict(candidate, threads, reference["x_test"], reference["x_parity"])
+    acc = float((test_logits.argmax(1) == reference["y_test"]).mean())
     delta = (reference["accuracy"] - acc) * 100
-    logits = onnx_predict(ort_session(candidate, threads), reference["x_parity"])
     agreement = float((logits.argmax(1) == reference["logits"].argmax(1)).mean())
     failure = None
     try:
@@ -148,9 +149,33 @@ def _reference(
     y_test: np.ndarray,
     threads: int | None,
 ) -> dict[str, Any]:
-    accuracy, _ = _accuracy(fp32_onnx, x_test, y_test, threads)
-    logits = onnx_predict(ort_session(fp32_onnx, threads), x_parity)
+    test_logits, logits = _predict(fp32_onnx, threads, x_test, x_parity)
+    accuracy = float((test_logits.argmax(1) == y_test).mean())
     return {"accuracy": accuracy, "logits": logits, "x_parity": x_parity, "x_test": x_test, "y_test": y_test}
+
+
+Rung = tuple[str, CalibrationMethod | None, list[str]]  # label, calibration method, nodes kept in FP32
+
+
+def _first_within_budget(
+    ladder: list[Rung],
+    build: Callable[[Path, Any, list[str]], None],
+    out_path: Path,
+    reference: dict[str, Any],
+    cfg: QuantizeConfig,
+    threads: int | None,
+) -> list[Attempt]:
+    """Build and measure each rung of the fallback ladder in order; the first within budget goes to out_path."""
+    attempts: list[Attempt] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, method, exclude in ladder:
+            candidate = Path(tmp) / f"attempt{len(attempts)}.onnx"
+            build(candidate, method, exclude)
+            attempts.append(_measure(label, method, exclude, candidate, reference, cfg, threads))
+            if attempts[-1].passed:
+                out_path.write_bytes(candidate.read_bytes())
+                break
+    return attempts
 
 
 def _finish(
@@ -251,9 +276,7 @@ def quantize_int8(
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     reference = _reference(fp32_onnx, x_parity, x_test, y_test, threads)
     boundary = boundary_nodes(fp32_onnx)
-    ladder: list[tuple[str, CalibrationMethod, list[str]]] = [
-        (f"int8 ({cfg.calibration_method})", cfg.calibration_method, [])
-    ]
+    ladder: list[Rung] = [(f"int8 ({cfg.calibration_method})", cfg.calibration_method, [])]
     if cfg.fallback_fp32_nodes and boundary:
         ladder.append(
             (f"int8 ({cfg.calibration_method}, first/last in FP32)", cfg.calibration_method, boundary)
@@ -262,18 +285,14 @@ def quantize_int8(
     if fallback is not None and fallback != cfg.calibration_method:
         keep = boundary if cfg.fallback_fp32_nodes else []
         ladder.append((f"int8 ({fallback}{', first/last in FP32' if keep else ''})", fallback, keep))
-    attempts: list[Attempt] = []
     with tempfile.TemporaryDirectory() as tmp:
         preprocessed = Path(tmp) / "preprocessed.onnx"
         quant_pre_process(str(fp32_onnx), str(preprocessed))
-        for label, method, exclude in ladder:
-            candidate = Path(tmp) / f"attempt{len(attempts)}.onnx"
+
+        def build(candidate: Path, method: CalibrationMethod, exclude: list[str]) -> None:
             quantize_static_int8(preprocessed, candidate, x_calibration, cfg, method, exclude)
-            attempt = _measure(label, method, exclude, candidate, reference, cfg, threads)
-            attempts.append(attempt)
-            if attempt.passed:
-                out_path.write_bytes(candidate.read_bytes())
-                break
+
+        attempts = _first_within_budget(ladder, build, out_path, reference, cfg, threads)
     return _finish("int8", out_path, fp32_onnx, reference, attempts, cfg)
 
 
@@ -291,21 +310,16 @@ def convert_fp16(
 
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     reference = _reference(fp32_onnx, x_parity, x_test, y_test, threads)
-    ladder: list[tuple[str, list[str]]] = [("fp16", [])]
+    ladder: list[Rung] = [("fp16", None, [])]
     boundary = boundary_nodes(fp32_onnx)
     if cfg.fallback_fp32_nodes and boundary:
-        ladder.append(("fp16 (first/last in FP32)", boundary))
-    attempts: list[Attempt] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, block in ladder:
-            model = convert_float_to_float16(
-                onnx.load(str(fp32_onnx)), keep_io_types=True, node_block_list=block or None
-            )
-            candidate = Path(tmp) / f"attempt{len(attempts)}.onnx"
-            onnx.save(model, str(candidate))
-            attempt = _measure(label, None, block, candidate, reference, cfg, threads)
-            attempts.append(attempt)
-            if attempt.passed:
-                out_path.write_bytes(candidate.read_bytes())
-                break
+        ladder.append(("fp16 (first/last in FP32)", None, boundary))
+
+    def build(candidate: Path, _: None, block: list[str]) -> None:
+        model = convert_float_to_float16(
+            onnx.load(str(fp32_onnx)), keep_io_types=True, node_block_list=block or None
+        )
+        onnx.save(model, str(candidate))
+
+    attempts = _first_within_budget(ladder, build, out_path, reference, cfg, threads)
     return _finish("fp16", out_path, fp32_onnx, reference, attempts, cfg)
