@@ -256,19 +256,24 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes) -> InferenceEvent:
     return InferenceEvent(event_id, kind, tensors, str(source)[:256] if source else "", time.time(), raw)
 
 
+def _items(body: bytes, what: str) -> list[tuple[str, Any]]:
+    """A JSON body holding one object or a list of 1..MAX_BATCH_ITEMS: (where, item) pairs for error messages."""
+    payload = loads(body)
+    if not isinstance(payload, list):
+        return [("body", payload)]
+    if not 1 <= len(payload) <= MAX_BATCH_ITEMS:
+        raise EventError(f"body: expected 1..{MAX_BATCH_ITEMS} {what}")
+    return [(f"body[{i}]", item) for i, item in enumerate(payload)]
+
+
 def parse_batch(body: bytes, id_factory: Any) -> list[InferenceEvent]:
     """Parse a plain v2 batch: one object or a list of objects with `inputs`, optional `outputs` and `id`.
 
     Without an `id` a fresh one is generated (`id_factory()`), so such a batch cannot be deduplicated.
     """
-    payload = loads(body)
-    items = payload if isinstance(payload, list) else [payload]
-    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
-        raise EventError(f"body: expected 1..{MAX_BATCH_ITEMS} v2 requests")
     now = time.time()
     events: list[InferenceEvent] = []
-    for i, item in enumerate(items):
-        where = f"body[{i}]" if isinstance(payload, list) else "body"
+    for where, item in _items(body, "v2 requests"):
         if not isinstance(item, dict):
             raise EventError(f"{where}: expected a JSON object with 'inputs'")
         event_id = _check_id(item["id"], f"{where}.id") if "id" in item else str(id_factory())
@@ -285,14 +290,9 @@ def parse_batch(body: bytes, id_factory: Any) -> list[InferenceEvent]:
 
 def parse_feedback(body: bytes) -> list[Feedback]:
     """Parse `{"id": ..., "labels": [..]}` or a list of those: labels for the rows of an inference id."""
-    payload = loads(body)
-    items = payload if isinstance(payload, list) else [payload]
-    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
-        raise EventError(f"body: expected 1..{MAX_BATCH_ITEMS} feedback objects")
     now = time.time()
     out: list[Feedback] = []
-    for i, item in enumerate(items):
-        where = f"body[{i}]" if isinstance(payload, list) else "body"
+    for where, item in _items(body, "feedback objects"):
         if not isinstance(item, dict):
             raise EventError(f"{where}: expected an object with 'id' and 'labels'")
         event_id = _check_id(item.get("id"), f"{where}.id")
