@@ -5,7 +5,7 @@ student INT8 ORT and the optimizer's choice, all on the same test data with the 
 are against the FP32 teacher. Also "what distillation buys" (student with and without a teacher, 3 seeds)
 and, with `--device cuda`, eager FP32 / FP16 channels_last / torch.compile FP16 / TensorRT for a
 ResNet-50-sized model at batch 256. Writes docs/benchmarks/optimize.{json,png} and a section of
-docs/benchmarks.md between its own markers, then runs the serving and monitoring benches when they exist.
+docs/benchmarks.md between its own markers, then runs the serving and monitoring benches.
 """
 
 from __future__ import annotations
@@ -536,17 +536,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def run_other_benches(output: Path) -> list[str]:
-    """The serving and monitoring benches, when their modules exist (other teams own them)."""
-    notes = []
+def run_other_benches(output: Path) -> None:
+    """The serving and monitoring benches, each in its own process (they start servers of their own)."""
     for module in ("slipway.serving.bench", "slipway.monitoring.bench"):
-        if importlib.util.find_spec(module) is None:
-            notes.append(f"{module}: not present, skipped")
-            click.echo(f"note: {module} is not present; skipped")
-            continue
         code = subprocess.call([sys.executable, "-m", module, "--output", str(output)])
-        notes.append(f"{module}: exit {code}")
-    return notes
+        if code:
+            click.echo(f"warning: {module} exited with {code}", err=True)
 
 
 def run_bench(output: Path, datasets: list[str], device: str, threads: int, seeds: int, quick: bool,
@@ -586,7 +581,7 @@ def run_bench(output: Path, datasets: list[str], device: str, threads: int, seed
     write_section(output / "benchmarks.md", section)
     click.echo(section)
     if others:
-        result["other_benches"] = run_other_benches(output)
+        run_other_benches(output)
     return result
 
 
