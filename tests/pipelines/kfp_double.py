@@ -14,9 +14,11 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from loopback import LoopbackServer
 
 PREFIX = "/apis/v2beta1"
 
@@ -160,14 +162,12 @@ class RunningDouble:
     def __init__(self, double: KfpDouble) -> None:
         handler = type("Handler", (_Handler,), {"double": double})
         self.double = double
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._http = LoopbackServer(handler)
+        self.url = self._http.url
 
     def __enter__(self) -> RunningDouble:
-        self.thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()

@@ -16,12 +16,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from loopback import LoopbackServer
 
 from slipway import trainjob
 from slipway.config import SlipwayConfig, load_config, validate_config
@@ -57,21 +58,18 @@ class FakeApiServer:
         self.requests: list[tuple[str, str]] = []
         self._gets: dict[tuple[str, str, str], int] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LoopbackServer(self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def __enter__(self) -> FakeApiServer:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     @staticmethod
     def _status(code: int, reason: str, message: str) -> dict[str, Any]:
