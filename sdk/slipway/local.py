@@ -51,9 +51,8 @@ def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> R
     error = None
     try:
         entry.load()(config=cfg.model_dump(mode="json", exclude_none=True), run_key=run_key)
-    except (
-        Exception
-    ) as err:  # kfp.local raises RuntimeError naming the failed task; the task log has the cause
+    except Exception as err:
+        # kfp.local raises RuntimeError naming the failed task; the task's log above has the cause.
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # kfp colours its messages
         error = message.splitlines()[0] if message else type(err).__name__
         log.error("pipeline %s failed: %s", entry.name, error)
