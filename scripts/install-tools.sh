@@ -21,9 +21,17 @@ log() { echo "install-tools: $*" >&2; }
 [[ $# -eq 1 && -n "$1" ]] || die "usage: $0 TARGET_DIR"
 TARGET_DIR="$1"
 
-helm_ok() { [[ -x "$TARGET_DIR/helm" ]] && "$TARGET_DIR/helm" version --short 2>/dev/null | grep -q "^${HELM_VERSION}+"; }
+# Capture the version text first, then match it: piping into `grep -q` under pipefail fails at random when grep
+# exits on the first line and the binary gets SIGPIPE writing the next one (CI saw exactly that).
+helm_ok() {
+  local text
+  [[ -x "$TARGET_DIR/helm" ]] && text="$("$TARGET_DIR/helm" version --short 2>/dev/null)" || return 1
+  [[ "$text" == "${HELM_VERSION}+"* ]]
+}
 kubectl_ok() {
-  [[ -x "$TARGET_DIR/kubectl" ]] && "$TARGET_DIR/kubectl" version --client 2>/dev/null | grep -qx "Client Version: ${KUBECTL_VERSION}"
+  local text
+  [[ -x "$TARGET_DIR/kubectl" ]] && text="$("$TARGET_DIR/kubectl" version --client 2>/dev/null)" || return 1
+  [[ $'\n'"$text"$'\n' == *$'\n'"Client Version: ${KUBECTL_VERSION}"$'\n'* ]]
 }
 
 if helm_ok && kubectl_ok; then
