@@ -117,6 +117,45 @@ def test_infer_grpc_typed_contents(server: ServerHandle, reference: ort.Inferenc
     np.testing.assert_allclose(out, expected(reference, x), rtol=1e-5, atol=1e-6)
 
 
+def test_grpc_health_service(server: ServerHandle) -> None:
+    """The standard grpc.health.v1 service, as Kubernetes gRPC probes and grpc_health_probe call it."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        assert stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == serving
+        named = health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService")
+        assert stub.Check(named, timeout=5).status == serving
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpc_reflection_lets_a_client_without_protos_call(server: ServerHandle) -> None:
+    """What grpcurl does: discover the services over reflection, build messages from those descriptors, call."""
+    import grpc
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services
+        pool = descriptor_pool.DescriptorPool(database)
+        method = pool.FindServiceByName("inference.GRPCInferenceService").methods_by_name["ModelMetadata"]
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelMetadata",
+            request_serializer=request_cls.SerializeToString,
+            response_deserializer=response_cls.FromString,
+        )
+        response = call(request_cls(name="digits"), timeout=5)
+    assert response.name == "digits" and list(response.inputs[0].shape) == [-1, 1, 8, 8]
+
+
 def test_statistics_and_index(
     http_client: triton_http.InferenceServerClient, grpc_client: triton_grpc.InferenceServerClient
 ) -> None:

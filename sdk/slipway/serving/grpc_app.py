@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 import numpy as np
 from google.protobuf import json_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -168,8 +170,19 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
 
 
-def build_grpc_server(service: InferenceService, max_message_bytes: int) -> grpc.aio.Server:
-    """A grpc.aio server on the running loop, messages capped like HTTP bodies."""
+INFERENCE_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+async def build_grpc_server(
+    service: InferenceService, max_message_bytes: int
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A grpc.aio server on the running loop, messages capped like HTTP bodies.
+
+    Beside the inference service it serves the standard `grpc.health.v1.Health` (what Kubernetes gRPC probes and
+    grpc_health_probe ask, as Triton answers it) and server reflection (so grpcurl needs no .proto files). The
+    caller marks health NOT_SERVING on shutdown through the returned servicer.
+    """
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -177,4 +190,10 @@ def build_grpc_server(service: InferenceService, max_message_bytes: int) -> grpc
     ]
     server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(SlipwayServicer(service), server)
-    return server
+    health_servicer = health.aio.HealthServicer()  # the overall server ("") starts SERVING
+    await health_servicer.set(INFERENCE_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (INFERENCE_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return server, health_servicer

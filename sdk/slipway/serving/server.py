@@ -59,7 +59,7 @@ async def serve_async(
 ) -> None:
     """Serve until `stop` is set, then: not ready -> stop accepting -> drain queues -> close."""
     await service.start()
-    grpc_server = build_grpc_server(service, service.options.max_body_bytes)
+    grpc_server, grpc_health = await build_grpc_server(service, service.options.max_body_bytes)
     actual_grpc = grpc_server.add_insecure_port(f"{host}:{grpc_port}")
     await grpc_server.start()
     config = uvicorn.Config(
@@ -100,6 +100,7 @@ async def serve_async(
     finally:
         log.info("shutting down: draining queues (grace %.1f s)", service.options.shutdown_grace_s)
         service.ready = False
+        await grpc_health.enter_graceful_shutdown()
         http_server.should_exit = True
         await asyncio.gather(
             http_task,
