@@ -88,7 +88,9 @@ def test_project_installs_with_the_constraints_file(dockerfile: Path) -> None:
     )
     assert runs.index("torch==2.13.0") < runs.index("-c constraints.txt ."), "torch must be installed first"
     installers = re.findall(r"(\S+) install [^&]*torch==", runs)
-    assert installers and all(i == "pip" for i in installers), f"{dockerfile.name}: torch not installed by pip"
+    assert installers and all(i == "pip" for i in installers), (
+        f"{dockerfile.name}: torch not installed by pip"
+    )
     assert "uv pip" not in runs and "poetry" not in runs, f"{dockerfile.name}: pip installs the packages"
 
 

@@ -44,7 +44,9 @@ def test_triton_runtime_matches_the_image_contract(kustomize_build: Build, targe
     assert {f["name"] for f in runtime["spec"]["supportedModelFormats"]} == {"onnx", "tensorrt"}
     assert runtime["spec"]["protocolVersions"] == ["v2", "grpc-v2"]
     probe = container["readinessProbe"]["httpGet"]
-    assert probe["path"] == "/v2/health/ready", "ready must mean every model loaded, not just a listening port"
+    assert probe["path"] == "/v2/health/ready", (
+        "ready must mean every model loaded, not just a listening port"
+    )
     assert probe["port"] == container["ports"][0]["containerPort"], "Knative accepts only the serving port"
 
 
