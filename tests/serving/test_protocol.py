@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 import onnxruntime as ort
@@ -10,7 +12,8 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from serving_helpers import images
 
-from slipway.serving.server import ServerHandle
+from slipway.serving.server import ServerHandle, start_server
+from slipway.serving.service import ServerOptions
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +134,26 @@ def test_grpc_health_service(server: ServerHandle) -> None:
         with pytest.raises(grpc.RpcError) as err:
             stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpc_health_watch_sees_not_serving_on_shutdown(model_repo: Path) -> None:
+    """A Watch stream (what a load balancer holds open) is told NOT_SERVING before the server goes away."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    options = ServerOptions(max_queue=8, timeout_s=5.0, max_body_bytes=1 << 20, shutdown_grace_s=1.0)
+    handle = start_server(model_repo, threads=1, options=options)
+    try:
+        with grpc.insecure_channel(handle.grpc_url) as channel:
+            stream = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=20
+            )
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+            handle.stop()
+            assert next(stream).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            stream.cancel()
+    finally:
+        handle.stop()
 
 
 def test_grpc_reflection_lets_a_client_without_protos_call(server: ServerHandle) -> None:

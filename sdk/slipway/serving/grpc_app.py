@@ -32,6 +32,8 @@ STATUS_CODES = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
+INFERENCE_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # Typed `contents` field for each v2 datatype (FP16 travels only as raw bytes).
 CONTENTS_FIELDS = {
     "BOOL": "bool_contents",
@@ -168,10 +170,6 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.service.metrics.observe_request(
                 request.model_name, "grpc", time.perf_counter() - started, status
             )
-
-
-INFERENCE_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 async def build_grpc_server(
