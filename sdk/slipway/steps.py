@@ -353,12 +353,6 @@ def package_for_triton(cfg: SlipwayConfig, run_id: str, student_onnx: Path, repo
     """Write the Triton model repository for the student from its typed metadata."""
     from slipway.triton import write_model
 
-    model_dir = write_model(
-        repo_dir,
-        cfg.registry.model_name,
-        student_onnx,
-        cfg.triton,
-        tensorrt_accelerator=cfg.triton.tensorrt_accelerator,
-    )
+    model_dir = write_model(repo_dir, cfg.registry.model_name, student_onnx, cfg.triton)
     registry.set_tags(cfg.registry, run_id, {"slipway.model_repository": str(repo_dir)})
     return model_dir

@@ -42,9 +42,7 @@ def _tensor(spec: TensorSpec, batched: bool, message: mc.ModelInput | mc.ModelOu
     message.dims.extend(dims)
 
 
-def build_model_config(
-    name: str, artifact: ModelArtifact, triton: TritonConfig, tensorrt_accelerator: bool = False
-) -> mc.ModelConfig:
+def build_model_config(name: str, artifact: ModelArtifact, triton: TritonConfig) -> mc.ModelConfig:
     """Triton ModelConfig for an ONNX or TensorRT artifact, batch axis taken from the graph's first dim."""
     if artifact.framework not in PLATFORMS:
         raise TritonConfigError(
@@ -67,7 +65,7 @@ def build_model_config(
     group = config.instance_group.add()
     group.count = triton.instance_count
     group.kind = mc.ModelInstanceGroup.Kind.Value(triton.instance_kind)
-    if tensorrt_accelerator and artifact.framework == "onnx":
+    if triton.tensorrt_accelerator and artifact.framework == "onnx":
         accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
         accel.name = "tensorrt"
         accel.parameters["precision_mode"] = "FP16"
@@ -126,7 +124,6 @@ def write_model(
     model_path: str | Path,
     triton: TritonConfig,
     version: int = 1,
-    tensorrt_accelerator: bool = False,
 ) -> Path:
     """Copy a verified artifact into REPO/<name>/<version>/ and write its config.pbtxt; returns the model dir."""
     artifact = verify_artifact(model_path)
@@ -136,7 +133,7 @@ def write_model(
     target = version_dir / MODEL_FILES[artifact.framework]
     shutil.copyfile(model_path, target)
     write_metadata(target, artifact.model_copy(update={"file": target.name}))
-    config = build_model_config(name, artifact, triton, tensorrt_accelerator)
+    config = build_model_config(name, artifact, triton)
     (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
     read_model_config(model_dir)  # read back through Triton's own protobuf
     verify_artifact(target)

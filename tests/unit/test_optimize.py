@@ -97,9 +97,7 @@ def test_triton_tensorrt_accelerator_renders_and_parses_with_tritons_protobuf() 
         inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 1, 8, 8])],
         outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, 10])],
     )
-    config = build_model_config(
-        "m", artifact, cfg.triton, tensorrt_accelerator=cfg.triton.tensorrt_accelerator
-    )
+    config = build_model_config("m", artifact, cfg.triton)
     parsed = text_format.Parse(text_format.MessageToString(config), mc.ModelConfig())
     (accel,) = parsed.optimization.execution_accelerators.gpu_execution_accelerator
     assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"

@@ -60,7 +60,7 @@ def test_tampered_artifact_is_refused(tmp_path: Path, onnx_model: Path) -> None:
 
 
 def test_tensorrt_accelerator_renders_into_optimization(onnx_model: Path) -> None:
-    config = build_model_config("m", read_metadata(onnx_model), TritonConfig(), tensorrt_accelerator=True)
+    config = build_model_config("m", read_metadata(onnx_model), TritonConfig(tensorrt_accelerator=True))
     back = parse_model_config(text_format.MessageToString(config))
     accel = back.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"
