@@ -90,23 +90,23 @@ def measure(
 
 INPUT_SHAPE = (3, 32, 32)
 NUM_CLASSES = 1000
+SINGLE_PROCESS_GROUP_ENV = {
+    "RANK": "0",
+    "WORLD_SIZE": "1",
+    "LOCAL_RANK": "0",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29533",
+}
 
 
 def run_modes(
     device: Literal["cpu", "cuda"], precision: str, batch_size: int, steps: int, warmup: int
 ) -> list[dict[str, Any]]:
     """Eager FP32, then DDP with `precision` autocast; rows on rank 0 (an empty list on the other ranks)."""
-    if (
-        not distributed.launched_by_torchrun()
-    ):  # a one-process group, so the DDP path is the real one on 1 GPU
-        for key, value in {
-            "RANK": "0",
-            "WORLD_SIZE": "1",
-            "LOCAL_RANK": "0",
-            "MASTER_ADDR": "127.0.0.1",
-        }.items():
+    if not distributed.launched_by_torchrun():
+        # A one-process group, so that the DDP path is the real one on a single GPU.
+        for key, value in SINGLE_PROCESS_GROUP_ENV.items():
             os.environ.setdefault(key, value)
-        os.environ.setdefault("MASTER_PORT", "29533")
     env = distributed.init_process_group(device)
     try:
         if env.device.type == "cuda":
