@@ -438,11 +438,25 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _why_not(key: str) -> str:
-    return {
-        "tensorrt_fp16": "TensorRT is not installed here",
-        "ort_cuda_fp32": "this onnxruntime has no CUDA execution provider",
-    }.get(key, "not run")
+GPU_PATH_LABELS = {
+    "eager_fp32": "eager FP32",
+    "eager_fp16_channels_last": "eager FP16 channels_last",
+    "compile_fp16_channels_last": "torch.compile FP16 channels_last",
+    "tensorrt_fp16": "TensorRT FP16",
+    "ort_cuda_fp32": "ONNX Runtime CUDA FP32",
+}
+WHY_NOT_MEASURED = {
+    "tensorrt_fp16": "TensorRT is not installed here",
+    "ort_cuda_fp32": "this onnxruntime has no CUDA execution provider",
+}
+
+
+def _gpu_row(who: str, key: str, value: float | None, base: float) -> str:
+    """One inference row: images/s and the ratio to the teacher's eager FP32, or why it was not measured."""
+    label = GPU_PATH_LABELS[key]
+    if value is None:
+        return f"| inference | {who}, {label} | not measured ({WHY_NOT_MEASURED.get(key, 'not run')}) | |"
+    return f"| inference | {who}, {label} | {value:,.0f} | {value / base:.2f}x |"
 
 
 def render_gpu(g: dict[str, Any]) -> list[str]:
@@ -460,27 +474,17 @@ def render_gpu(g: dict[str, Any]) -> list[str]:
             "|---|---|---:|---:|",
         ]
         base = g["eager_fp32"]
-        for label, key in (("eager FP32", "eager_fp32"), ("eager FP16 channels_last", "eager_fp16_channels_last"),
-                           ("torch.compile FP16 channels_last", "compile_fp16_channels_last"),
-                           ("TensorRT FP16", "tensorrt_fp16")):  # fmt: skip
-            value = g.get(key)
-            lines.append(
-                f"| inference | teacher, {label} | {value:,.0f} | {value / base:.2f}x |"
-                if value is not None
-                else f"| inference | teacher, {label} | not measured ({_why_not(key)}) | |"
-            )
+        teacher_paths = (
+            "eager_fp32",
+            "eager_fp16_channels_last",
+            "compile_fp16_channels_last",
+            "tensorrt_fp16",
+        )
+        lines += [_gpu_row("teacher", key, g.get(key), base) for key in teacher_paths]
         st = g.get("student")
         if st:
-            for label, key in (("eager FP16 channels_last", "eager_fp16_channels_last"),
-                               ("torch.compile FP16 channels_last", "compile_fp16_channels_last"),
-                               ("TensorRT FP16", "tensorrt_fp16"), ("ONNX Runtime CUDA FP32", "ort_cuda_fp32")):  # fmt: skip
-                value = st.get(key)
-                who = f"pruned student ({st['params'] / 1e6:.1f} M params)"
-                lines.append(
-                    f"| inference | {who}, {label} | {value:,.0f} | {value / base:.2f}x |"
-                    if value is not None
-                    else f"| inference | {who}, {label} | not measured ({_why_not(key)}) | |"
-                )
+            who = f"pruned student ({st['params'] / 1e6:.1f} M params)"
+            lines += [_gpu_row(who, key, st.get(key), base) for key in STUDENT_PATHS]
         training = g.get("training") or []
         for row in training:
             lines.append(

@@ -41,10 +41,9 @@ def compile_normalized(name: str) -> str:
 
 def main() -> int:
     from slipway.pipelines import PIPELINES
-
-    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
     from slipway.trainjob import write_goldens
 
+    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
     for name in PIPELINES:
         (GOLDEN_DIR / f"{name}.yaml").write_text(compile_normalized(name))
     write_goldens(Path("tests/unit/golden/trainjob"))
