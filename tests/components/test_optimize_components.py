@@ -18,7 +18,6 @@ from slipway.registry import find_run
 
 def test_compression_components_chain(tmp_path: Path, fast_config) -> None:
     cfg = fast_config.model_copy(deep=True)
-    cfg.compress.prune.finetune.epochs = 2
     cfg.compress.quantize.fp16 = False  # a disabled precision must flow through as "not produced"
     config = cfg.model_dump(mode="json", exclude_none=True)
     a = lambda kind, name: kind(name=name, uri=str(tmp_path / name), metadata={})  # noqa: E731
