@@ -39,6 +39,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy sdk/slipway
+	$(PY) scripts/lint_imports.py
 
 format: install
 	$(VENV)/bin/ruff check --fix .
@@ -46,12 +47,12 @@ format: install
 
 # Regenerate everything generated (golden pipeline YAML, constraints check), then fail on any diff.
 check: install
-	$(PY) -m slipway.goldens
+	$(PY) tests/goldens.py
 	$(PY) -m pip check
 	@git status --porcelain --untracked-files=all -- tests/pipelines/golden constraints.txt | tee /dev/stderr | (! grep -q .)
 
 bench: install
-	$(PY) -m slipway.bench --output docs
+	$(PY) -m benchmarks.compression --output docs
 
 clean:
 	rm -rf $(VENV) .tools runs

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Input, Model
 
-from slipway.images import CPU_IMAGE
+from slipway.core.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -12,7 +12,8 @@ def deploy(config: dict, run_id: str, model_repository: Input[Model]) -> str:
     from pathlib import Path
 
     from slipway import steps
-    from slipway.deploy import deploy_model
 
-    outcome = deploy_model(steps.begin(config), run_id, Path(model_repository.path), model_repository.uri)
+    outcome = steps.deploy_model(
+        steps.begin(config), run_id, Path(model_repository.path), model_repository.uri
+    )
     return outcome["target"]

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Output
 
-from slipway.images import CPU_IMAGE
+from slipway.core.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -12,9 +12,8 @@ def export_captured_window(config: dict, window: Output[Dataset]):
     from pathlib import Path
 
     from slipway import steps
-    from slipway.monitoring.recurring import export_captured_window as step
 
-    step(steps.begin(config), Path(window.path))
+    steps.export_captured_window(steps.begin(config), Path(window.path))
     window.metadata["format"] = "npz"
 
 
@@ -28,10 +27,9 @@ def detect_drift(
     from pathlib import Path
 
     from slipway import steps
-    from slipway.monitoring.recurring import check_window
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = check_window(steps.begin(config), Path(window.path), Path(tmp))
+        result = steps.check_window(steps.begin(config), Path(window.path), Path(tmp))
         shutil.copyfile(result.html_path, report.path)
         shutil.copyfile(result.json_path, summary.path)
     summary.metadata.update(
@@ -44,6 +42,5 @@ def detect_drift(
 def retrain(config: dict) -> str:
     """Submit the retraining pipeline if the config asks for it (off by default)."""
     from slipway import steps
-    from slipway.monitoring.recurring import retrain as step
 
-    return step(steps.begin(config))
+    return steps.retrain(steps.begin(config))

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from slipway.images import CPU_IMAGE
+from slipway.core.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -18,9 +18,9 @@ def prune(
     """Returns the validation accuracy after fine-tuning."""
     from pathlib import Path
 
-    from slipway import optimize, steps
+    from slipway import steps
 
-    report = optimize.prune_student(
+    report = steps.prune_student(
         steps.begin(config),
         run_id,
         Path(dataset.path),

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from slipway.images import CPU_IMAGE
+from slipway.core.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -27,9 +27,9 @@ def select_format(
     """Returns the chosen format (e.g. onnx-int8); `report` is what the gate reads."""
     from pathlib import Path
 
-    from slipway import optimize, steps
+    from slipway import steps
 
-    evaluation, selection = optimize.select_format(
+    evaluation, selection = steps.select_format(
         steps.begin(config),
         run_id,
         Path(dataset.path),

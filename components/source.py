@@ -3,16 +3,16 @@
 from kfp import dsl
 from kfp.dsl import Model, Output
 
-from slipway.images import CPU_IMAGE
+from slipway.core.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def resolve_source(config: dict, run_id: str, model: Output[Model]):
     from pathlib import Path
 
-    from slipway import optimize, steps
+    from slipway import steps
 
-    origin = optimize.resolve_source(steps.begin(config), run_id, Path(model.path))
+    origin = steps.resolve_source(steps.begin(config), run_id, Path(model.path))
     model.metadata.update(
         {"framework": "pytorch", "role": "source", **{k: v for k, v in origin.items() if k != "spec"}}
     )

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from slipway.images import GPU_IMAGE
+from slipway.core.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -17,9 +17,9 @@ def build_tensorrt(
 ):
     from pathlib import Path
 
-    from slipway import optimize, steps
+    from slipway import steps
 
-    result = optimize.build_tensorrt_engine(
+    result = steps.build_tensorrt_engine(
         steps.begin(config),
         run_id,
         Path(dataset.path),

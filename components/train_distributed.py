@@ -1,13 +1,13 @@
 """Component: train the teacher (or distil the student) as a Kubeflow TrainJob / PyTorchJob on GPU nodes.
 
-The task pod only submits and follows the job (`slipway.trainjob.train_in_cluster`); the job's pods train.
+The task pod only submits and follows the job (`slipway.cluster.steps.train_in_cluster`); the job's pods train.
 Its service account needs create/get on trainjobs.trainer.kubeflow.org (or pytorchjobs.kubeflow.org).
 """
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from slipway.images import GPU_IMAGE
+from slipway.core.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -17,9 +17,9 @@ def train_teacher_distributed(
     """Returns the best validation accuracy; the model also stays at the job's object-storage URI."""
     from pathlib import Path
 
-    from slipway import steps, trainjob
+    from slipway import steps
 
-    out = trainjob.train_in_cluster(steps.begin(config), "teacher", run_id, dataset.uri, Path(model.path))
+    out = steps.train_in_cluster(steps.begin(config), "teacher", run_id, dataset.uri, Path(model.path))
     model.metadata.update(
         {"framework": "pytorch", "role": "teacher", "job": out.job_name, "job_model_uri": out.model_uri}
     )
@@ -33,9 +33,9 @@ def distill_student_distributed(
     """Returns the best validation accuracy; the model also stays at the job's object-storage URI."""
     from pathlib import Path
 
-    from slipway import steps, trainjob
+    from slipway import steps
 
-    out = trainjob.train_in_cluster(
+    out = steps.train_in_cluster(
         steps.begin(config), "student", run_id, dataset.uri, Path(model.path), teacher_uri=teacher.uri
     )
     model.metadata.update(

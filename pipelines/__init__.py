@@ -1,4 +1,7 @@
-"""Slipway's KFP pipelines, by the name the CLI uses, with the preset each runs by default."""
+"""Slipway's KFP pipelines, by the name the CLI uses, with the preset each runs by default.
+
+Imports components and core; imported only by the CLI (compile, run locally, submit).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from slipway.errors import ConfigError
+from slipway.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

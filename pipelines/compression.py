@@ -12,7 +12,8 @@ from slipway.components.prune import prune
 from slipway.components.quantize import quantize
 from slipway.components.register import register
 from slipway.components.select_format import select_format
-from slipway.platform import ClusterConfig, configure_task
+from slipway.core.cluster_config import ClusterConfig
+from slipway.pipelines.platform import configure_task
 
 
 @dataclass
@@ -65,7 +66,7 @@ def compress_select_register(
     ).set_display_name("select-format")
     configure_task(selection, "cpu", cluster)
     decision = gate(config=config, run_id=run_id, report=selection.outputs["report"]).set_display_name("gate")
-    configure_task(decision, "registry", cluster)
+    configure_task(decision, "side_effects", cluster)
     registered = register(
         config=config,
         run_id=run_id,
@@ -73,5 +74,5 @@ def compress_select_register(
         report=selection.outputs["report"],
         decision=decision.outputs["decision"],
     ).set_display_name(register_name)
-    configure_task(registered, "registry", cluster)
+    configure_task(registered, "side_effects", cluster)
     return CompressionStage(pruned_onnx, quantized, selection, decision, registered)

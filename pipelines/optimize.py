@@ -8,18 +8,18 @@ from slipway.components.export import export_onnx
 from slipway.components.source import resolve_source
 from slipway.components.tensorrt import build_tensorrt
 from slipway.pipelines.compression import compress_select_register
-from slipway.platform import configure_task, current_cluster
+from slipway.pipelines.platform import configure_task, current_cluster
 
 
 @dsl.pipeline(name="slipway-optimize", description=__doc__)
 def optimize(config: dict, run_key: str, build_tensorrt_engine: bool = False):
-    cluster = current_cluster()  # set only by slipway.compile; None under kfp.local
+    cluster = current_cluster()  # set only by slipway.cli.compile; None under kfp.local
     data = prepare_data(config=config, run_key=run_key).set_display_name("data")
     configure_task(data, "cpu", cluster)
     run_id = data.outputs["Output"]
     dataset = data.outputs["dataset"]
     source = resolve_source(config=config, run_id=run_id).set_display_name("resolve-source")
-    configure_task(source, "registry", cluster)
+    configure_task(source, "side_effects", cluster)
     source_model = source.outputs["model"]
     source_onnx = export_onnx(config=config, dataset=dataset, model=source_model).set_display_name(
         "export-source"

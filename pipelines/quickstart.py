@@ -11,12 +11,12 @@ from slipway.components.package import package_triton
 from slipway.components.promote import promote
 from slipway.components.train import train_teacher
 from slipway.pipelines.compression import compress_select_register
-from slipway.platform import configure_task, current_cluster
+from slipway.pipelines.platform import configure_task, current_cluster
 
 
 @dsl.pipeline(name="slipway-quickstart", description=__doc__)
 def quickstart(config: dict, run_key: str):
-    cluster = current_cluster()  # set only by slipway.compile; None under kfp.local
+    cluster = current_cluster()  # set only by slipway.cli.compile; None under kfp.local
     data = prepare_data(config=config, run_key=run_key).set_display_name("data")
     configure_task(data, "cpu", cluster)
     run_id = data.outputs["Output"]
@@ -50,12 +50,12 @@ def quickstart(config: dict, run_key: str):
     chosen_onnx = stage.selection.outputs["chosen_model"]
     with dsl.If(stage.decision.outputs["Output"] == True, name="gate-passed"):  # noqa: E712  (KFP condition syntax)
         promoted = promote(config=config, run_id=run_id, version=stage.registered.outputs["Output"])
-        configure_task(promoted.set_display_name("promote"), "registry", cluster)
+        configure_task(promoted.set_display_name("promote"), "side_effects", cluster)
         packaged = package_triton(config=config, run_id=run_id, student_onnx=chosen_onnx).set_display_name(
             "package-triton"
         )
-        configure_task(packaged, "registry", cluster)
+        configure_task(packaged, "side_effects", cluster)
         deployed = deploy(
             config=config, run_id=run_id, model_repository=packaged.outputs["model_repository"]
         ).set_display_name("deploy")
-        configure_task(deployed, "registry", cluster)
+        configure_task(deployed, "side_effects", cluster)

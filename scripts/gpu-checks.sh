@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU acceptance checks for a machine with a CUDA GPU and PyTorch already installed (not CI: CI has no GPU).
-# Runs tests/gpu (DDP + bf16 on one GPU, TensorRT when importable) and `slipway bench --device cuda --gpu-only`,
+# Runs tests/gpu (DDP + bf16 on one GPU, TensorRT when importable) and `python -m benchmarks --device cuda --gpu-only`,
 # which merges ResNet-50 inference and DDP training images/s into docs/benchmarks{.md,/optimize.json}.
 # Usage: bash scripts/gpu-checks.sh OUTDIR   (wheels for packages that machine lacks may wait in .whl/)
 set -uo pipefail
@@ -15,6 +15,6 @@ export PYTHONPATH="$PWD/sdk${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 status=0
 python3 -m pytest tests/gpu -p no:cacheprovider -o addopts="" -ra --strict-markers --timeout=300 2>&1 \
   | tee "$out/pytest.log" || status=1
-python3 -m slipway.bench --device cuda --gpu-only --output docs 2>&1 | tee "$out/bench.log" || status=1
+python3 -m benchmarks.compression --device cuda --gpu-only --output docs 2>&1 | tee "$out/bench.log" || status=1
 cp docs/benchmarks.md docs/benchmarks/optimize.json "$out/" || status=1
 exit $status

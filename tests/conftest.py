@@ -46,7 +46,7 @@ def fast_overrides() -> list[str]:
 @pytest.fixture
 def fast_config(tmp_path: Path):
     """The quickstart preset, shrunk, with its own SQLite MLflow store under tmp_path."""
-    from slipway.config import load_config
+    from slipway.core.config import load_config
     from slipway.registry import local_store
 
     uri, artifacts = local_store(tmp_path / "store")
@@ -57,8 +57,8 @@ def fast_config(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def digits_splits():
-    from slipway.config import DataConfig
-    from slipway.data import load_dataset
+    from slipway.core.config import DataConfig
+    from slipway.core.data import load_dataset
 
     return load_dataset(DataConfig(), seed=0)
 

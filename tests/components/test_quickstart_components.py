@@ -16,7 +16,7 @@ from slipway.components.promote import promote
 from slipway.components.register import register
 from slipway.components.train import train_teacher
 from slipway.registry import champion
-from slipway.triton import read_model_config
+from slipway.serving.triton_repository import read_model_config
 
 
 def _artifact(kind, tmp_path: Path, name: str):

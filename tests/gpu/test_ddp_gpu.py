@@ -18,10 +18,10 @@ def test_ddp_one_gpu_bf16_learns_digits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_splits
 ) -> None:
     """A one-process nccl group, the teacher under DDP with bf16 autocast; the checkpoint is the bare model."""
-    from slipway import distributed
-    from slipway.config import ModelSpec, TrainConfig
-    from slipway.models import build_model
-    from slipway.training import CHECKPOINT, accuracy, train
+    from slipway.core.config import ModelSpec, TrainConfig
+    from slipway.core.models import build_model
+    from slipway.training import distributed
+    from slipway.training.loop import CHECKPOINT, accuracy, train
 
     for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
         monkeypatch.setenv(key, value)
@@ -44,7 +44,7 @@ def test_bench_script_runs_on_the_gpu(capsys: pytest.CaptureFixture[str]) -> Non
     """The acceptance benchmark runs (a few steps) and prints a row per mode."""
     import json
 
-    from slipway import bench_ddp
+    from benchmarks import ddp as bench_ddp
 
     assert bench_ddp.main(["--device", "cuda", "--steps", "3", "--warmup", "1", "--batch-size", "16"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]

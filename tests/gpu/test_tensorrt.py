@@ -18,12 +18,12 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def onnx_models(digits_splits, tmp_path_factory):
-    from slipway.artifacts import write_metadata
-    from slipway.config import ModelSpec, QuantizeConfig, TrainConfig
-    from slipway.convert import export_onnx
-    from slipway.models import build_model
-    from slipway.quantize import calibration_sample, quantize_int8
-    from slipway.training import train
+    from slipway.compression.onnx_export import export_onnx
+    from slipway.compression.quantize import calibration_sample, quantize_int8
+    from slipway.core.artifacts import write_metadata
+    from slipway.core.config import ModelSpec, QuantizeConfig, TrainConfig
+    from slipway.core.models import build_model
+    from slipway.training.loop import train
 
     s = digits_splits
     out = tmp_path_factory.mktemp("trt")
@@ -46,9 +46,9 @@ def onnx_models(digits_splits, tmp_path_factory):
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_engine_builds_with_profile_cache_and_metadata(precision, onnx_models, digits_splits, tmp_path: Path):
-    from slipway.artifacts import read_metadata
-    from slipway.config import TensorRTConfig
-    from slipway.tensorrt import TensorRTRunner, build_engine
+    from slipway.compression.tensorrt import TensorRTRunner, build_engine
+    from slipway.core.artifacts import read_metadata
+    from slipway.core.config import TensorRTConfig
 
     fp32, int8 = onnx_models
     cfg = TensorRTConfig(

@@ -12,7 +12,7 @@ import pytest
 from sklearn.datasets import load_digits, make_classification
 from sklearn.linear_model import LogisticRegression
 
-from slipway.monitoring import bench
+from benchmarks import monitoring as bench
 from slipway.monitoring.window import Samples, save_samples
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from slipway.monitoring.cli import drift_group, monitor_group
+from slipway.cli.monitor import drift_group, monitor_group
 from slipway.monitoring.window import Samples, save_samples
 
 from .conftest import Split

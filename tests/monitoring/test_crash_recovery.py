@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from slipway.monitoring import bench
+from benchmarks import monitoring as bench
 from slipway.monitoring.store import iter_records_newest_first
 
 from .conftest import binary_headers, start, v2_request

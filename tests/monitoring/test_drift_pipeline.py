@@ -7,8 +7,8 @@ import pytest
 from kfp import dsl
 
 from slipway.components.drift import detect_drift, export_captured_window, retrain
-from slipway.config import load_config
-from slipway.errors import ConfigError
+from slipway.core.config import load_config
+from slipway.core.errors import ConfigError
 
 
 def _fill_store(data_dir: Path, x: np.ndarray) -> None:
@@ -69,7 +69,7 @@ def test_pipeline_reads_window_and_reference_from_a_running_monitor(
     """The cluster path: no shared volume, the steps fetch both files from the real monitor over real HTTP."""
     import httpx
 
-    from slipway.monitoring import bench
+    from benchmarks import monitoring as bench
 
     from .conftest import start, v2_request
 
@@ -99,8 +99,8 @@ def test_pipeline_reads_window_and_reference_from_a_running_monitor(
 
 
 def test_unreachable_monitor_is_an_error_naming_the_url(tmp_path: Path) -> None:
-    from slipway.errors import DataError
-    from slipway.monitoring import bench
+    from benchmarks import monitoring as bench
+    from slipway.core.errors import DataError
 
     url = f"http://127.0.0.1:{bench.free_port()}"
     config = load_config("drift", [f"monitor.url={url}"]).model_dump(mode="json", exclude_none=True)

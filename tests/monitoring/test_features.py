@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slipway.errors import DataError
+from slipway.core.errors import DataError
 from slipway.monitoring import features as feats
 
 

@@ -1,5 +1,5 @@
 """Compiled pipeline YAML: no secret values, secrets only as secretKeyRef platform config, GPUs only on GPU steps,
-caching and retries as slipway.platform designs them. Every pipeline in slipway.pipelines.PIPELINES is compiled
+caching and retries as slipway.core.cluster_config designs them. Every pipeline in slipway.pipelines.PIPELINES is compiled
 with the real kfp compiler; nothing here needs a cluster.
 """
 
@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
-from slipway.compile import compile_pipeline, runtime_config
-from slipway.config import load_config
-from slipway.errors import ConfigError
-from slipway.images import CPU_IMAGE
+from slipway.cli.compile import compile_pipeline, runtime_config
+from slipway.core.cluster_config import STEP_KIND_LABEL, ClusterConfig
+from slipway.core.config import load_config
+from slipway.core.errors import ConfigError
+from slipway.core.images import CPU_IMAGE
 from slipway.pipelines import PIPELINES
-from slipway.platform import STEP_KIND_LABEL, ClusterConfig, configure_task
+from slipway.pipelines.platform import configure_task
 
 SENTINELS = {
     "MLFLOW_TRACKING_URI": "http://sentinel-tracking.invalid:5000",
@@ -113,7 +114,7 @@ def test_gpus_only_on_gpu_steps(compiled: tuple[str, str]) -> None:
     spec, platform = _docs(text)
     executors = spec["deploymentSpec"]["executors"]
     kinds = {label: platform[label]["podMetadata"]["labels"][STEP_KIND_LABEL] for label in executors}
-    assert set(kinds.values()) <= {"cpu", "gpu", "registry"}
+    assert set(kinds.values()) <= {"cpu", "gpu", "side_effects"}
     for label, executor in executors.items():
         resources = executor["container"].get("resources", {})
         if kinds[label] == "gpu":
@@ -134,7 +135,7 @@ def test_gpus_only_on_gpu_steps(compiled: tuple[str, str]) -> None:
         task_kinds = {task: kinds[label] for task, _, label in _tasks(spec)}
         assert {"train-teacher", "distill-student"} <= {t for t, k in task_kinds.items() if k == "gpu"}
         assert {"gate", "register", "promote", "package-triton"} <= {
-            t for t, k in task_kinds.items() if k == "registry"
+            t for t, k in task_kinds.items() if k == "side_effects"
         }
 
 
@@ -147,14 +148,14 @@ def test_caching_and_retries_per_kind(compiled: tuple[str, str]) -> None:
         seen.add(kind)
         cached = task.get("cachingOptions", {}).get("enableCache", False)
         retries = task.get("retryPolicy", {}).get("maxRetryCount", 0)
-        if kind == "registry":
+        if kind == "side_effects":
             assert (cached, retries) == (False, 0), task_name
         elif kind == "gpu":
             assert (cached, retries) == (True, 2), task_name
             assert task["retryPolicy"]["backoffDuration"] == "60s"
         else:
             assert (cached, retries) == (True, 1), task_name
-    assert "cpu" in seen and seen <= {"cpu", "gpu", "registry"}
+    assert "cpu" in seen and seen <= {"cpu", "gpu", "side_effects"}
 
 
 def test_resources_follow_the_step_kind(compiled: tuple[str, str]) -> None:
@@ -195,8 +196,8 @@ def test_no_cluster_settings_without_compile(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("cluster.steps.registry.caching=true", "must not be cached"),
-        ("cluster.steps.registry.retries=1", "must not be retried"),
+        ("cluster.steps.side_effects.caching=true", "must not be cached"),
+        ("cluster.steps.side_effects.retries=1", "must not be retried"),
         ("cluster.steps.gpu.memory_request=64Gi", "exceeds memory_limit"),
         ("cluster.steps.cpu.cpu_limit=two", "cluster.steps.cpu.cpu_limit"),
         ("cluster.mlflow_secret.name=Bad_Name", "cluster.mlflow_secret.name"),

@@ -5,8 +5,8 @@ A failure means the pipeline's structure changed: if that was intended, run `mak
 """
 
 import pytest
+from goldens import GOLDEN_DIR, compile_normalized, normalize
 
-from slipway.goldens import GOLDEN_DIR, compile_normalized, normalize
 from slipway.pipelines import PIPELINES
 
 

@@ -1,4 +1,4 @@
-"""slipway.kubeflow and its CLI, with the real kfp.Client (2.17) against a local test double of the KFP REST API.
+"""slipway.cluster.kfp_client and its CLI, with the real kfp.Client (2.17) against a local test double of the KFP REST API.
 
 Tested against a local test double of the KFP REST API v2beta1 (tests/pipelines/kfp_double.py), not a real
 Kubeflow: it checks what kfp.Client sends and how Slipway reads the answers, not how a cluster runs the pipeline.
@@ -18,11 +18,12 @@ import pytest
 from click.testing import CliRunner
 from kfp_double import KfpDouble, RunningDouble
 
-from slipway import kubeflow
-from slipway.cli import SlipwayGroup
-from slipway.errors import ClusterError, ConfigError, NotFoundError
-from slipway.kubeflow import RunFailedError
-from slipway.kubeflow_cli import runs, schedule, submit
+from slipway.cli import submission
+from slipway.cli.kubeflow import runs, schedule, submit
+from slipway.cli.main import SlipwayGroup
+from slipway.cluster import kfp_client as kubeflow
+from slipway.cluster.kfp_client import RunFailedError
+from slipway.core.errors import ClusterError, ConfigError, NotFoundError
 
 SENTINELS = {
     "MLFLOW_TRACKING_URI": "http://sentinel-uri.invalid",
@@ -73,7 +74,7 @@ def test_submit_sends_compiled_spec_with_config_and_no_secret_values(
     api: RunningDouble, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    info = kubeflow.submit(
+    info = submission.submit(
         "quickstart", api.url, overrides=["train.epochs=3", "cluster.gpu.count=2"], token=TOKEN, run_name="t1"
     )
 
@@ -116,7 +117,7 @@ def test_submit_and_wait_for_a_run_that_succeeds(api: RunningDouble) -> None:
     api.double.run_script = ["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"]
     seen: list[str] = []
 
-    info = kubeflow.submit(
+    info = submission.submit(
         "quickstart", api.url, wait=True, poll_s=0.01, on_progress=lambda i, _s: seen.append(i.state)
     )
 
@@ -127,7 +128,7 @@ def test_submit_and_wait_for_a_run_that_succeeds(api: RunningDouble) -> None:
 
 def test_wait_for_a_run_that_fails_names_the_step_and_the_url(api: RunningDouble) -> None:
     api.double.run_script = ["RUNNING", "FAILED"]
-    info = kubeflow.submit("quickstart", api.url)
+    info = submission.submit("quickstart", api.url)
 
     with pytest.raises(RunFailedError) as err:
         kubeflow.wait_for_run(info.run_id, api.url, poll_s=0.01)
@@ -140,15 +141,15 @@ def test_wait_for_a_run_that_fails_names_the_step_and_the_url(api: RunningDouble
 
 def test_wait_times_out_with_the_run_still_going(api: RunningDouble) -> None:
     api.double.run_script = ["RUNNING"]
-    info = kubeflow.submit("quickstart", api.url)
+    info = submission.submit("quickstart", api.url)
 
     with pytest.raises(ClusterError, match=r"still RUNNING after 0.05 s"):
         kubeflow.wait_for_run(info.run_id, api.url, timeout_s=0.05, poll_s=0.01)
 
 
 def test_list_and_get_runs(api: RunningDouble) -> None:
-    first = kubeflow.submit("quickstart", api.url, run_name="first")
-    second = kubeflow.submit("quickstart", api.url, run_name="second", experiment="other")
+    first = submission.submit("quickstart", api.url, run_name="first")
+    second = submission.submit("quickstart", api.url, run_name="second", experiment="other")
 
     listed = kubeflow.list_runs(api.url)
     assert [r.run_id for r in listed] == [second.run_id, first.run_id]  # newest first
@@ -163,7 +164,7 @@ def test_list_and_get_runs(api: RunningDouble) -> None:
 
 
 def test_schedule_creates_a_recurring_run_with_kfp_cron(api: RunningDouble) -> None:
-    info = kubeflow.schedule("quickstart", "0 3 * * 1", api.url, overrides=["train.epochs=2"])
+    info = submission.schedule("quickstart", "0 3 * * 1", api.url, overrides=["train.epochs=2"])
 
     [body] = api.double.bodies("POST", "/recurringruns")
     assert info.recurring_run_id in api.double.recurring_runs
@@ -176,13 +177,13 @@ def test_schedule_creates_a_recurring_run_with_kfp_cron(api: RunningDouble) -> N
     spec = body["pipeline_spec"]["pipeline_spec"]
     assert spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]["train"]["epochs"] == 2
     with pytest.raises(ConfigError, match="expected 5 fields"):
-        kubeflow.schedule("quickstart", "every day", api.url)
+        submission.schedule("quickstart", "every day", api.url)
 
 
 def test_a_host_that_is_down_fails_fast_and_clearly() -> None:
     url = f"http://127.0.0.1:{_free_port()}"
     with pytest.raises(ClusterError, match=r"cannot reach Kubeflow Pipelines at http://127\.0\.0\.1"):
-        kubeflow.submit("quickstart", url)
+        submission.submit("quickstart", url)
     with pytest.raises(ConfigError, match="http"):
         kubeflow.connect("127.0.0.1:8888")
 

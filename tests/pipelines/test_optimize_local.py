@@ -5,12 +5,12 @@ from pathlib import Path
 
 import torch
 
-from slipway.config import DistillConfig, ModelSpec, load_config
-from slipway.data import load_dataset
-from slipway.local import run_local
-from slipway.models import build_model, save_model
+from slipway.cli.local_run import run_local
+from slipway.core.config import DistillConfig, ModelSpec, load_config
+from slipway.core.data import load_dataset
+from slipway.core.models import build_model, save_model
 from slipway.pipelines import get_pipeline
-from slipway.training import train
+from slipway.training.loop import train
 
 
 def test_optimize_a_checkpoint_and_register_a_challenger(tmp_path: Path, fast_overrides) -> None:

@@ -7,10 +7,10 @@ is gated against it, as a second `make demo` does.
 import json
 from pathlib import Path
 
-from slipway.config import load_config
-from slipway.local import run_local
+from slipway.cli.local_run import run_local
+from slipway.core.config import load_config
 from slipway.pipelines import get_pipeline
-from slipway.triton import list_models, read_model_config
+from slipway.serving.triton_repository import list_models, read_model_config
 
 SUMMARY_MODEL_FIELDS = {
     "accuracy",

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from serving_helpers import INPUT_SHAPE, digits_cnn, make_repo
 
-from slipway.convert import export_onnx
+from slipway.compression.onnx_export import export_onnx
 from slipway.serving.server import ServerHandle, start_server
 from slipway.serving.service import ServerOptions
 

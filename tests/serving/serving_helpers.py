@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from slipway.config import TritonConfig
-from slipway.triton import write_model
+from slipway.core.config import TritonConfig
+from slipway.serving.triton_repository import write_model
 
 INPUT_SHAPE = (1, 8, 8)
 

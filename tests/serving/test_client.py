@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from serving_helpers import images
 
-from slipway.client import InferenceClient, smoke_test
-from slipway.errors import NotFoundError, SlipwayError
-from slipway.serving.cli import serve, smoke
+from slipway.cli.serve import serve, smoke
+from slipway.core.errors import NotFoundError, SlipwayError
+from slipway.serving.client import InferenceClient, smoke_test
 from slipway.serving.server import ServerHandle, free_port, start_server
 
 
@@ -61,7 +61,7 @@ def test_smoke_command(server: ServerHandle) -> None:
 
 def test_serve_command_serves_and_stops_on_sigterm(model_repo: Path) -> None:
     http_port, grpc_port = free_port(), free_port()
-    argv = [sys.executable, "-m", "slipway.serving.cli", str(model_repo), "--http-port", str(http_port)]
+    argv = [sys.executable, "-m", "slipway", "serve", str(model_repo), "--http-port", str(http_port)]
     proc = subprocess.Popen([*argv, "--grpc-port", str(grpc_port), "--threads", "1"])
     try:
         deadline = time.monotonic() + 60

@@ -10,10 +10,7 @@ import copy
 import pytest
 from pydantic import ValidationError
 
-from slipway import images
-from slipway.artifacts import ModelArtifact, TensorSpec
-from slipway.errors import ConfigError
-from slipway.serving.kserve import (
+from slipway.cluster.kserve import (
     DEPLOYMENT_MODE_ANNOTATION,
     TAG_ROUTING_ANNOTATION,
     InferenceServiceSettings,
@@ -22,6 +19,9 @@ from slipway.serving.kserve import (
     deployment_mode_of,
     validate_inference_service,
 )
+from slipway.core import images
+from slipway.core.artifacts import ModelArtifact, TensorSpec
+from slipway.core.errors import ConfigError
 
 
 def _artifact(framework: str = "tensorrt", trt: str | None = images.TENSORRT_VERSION) -> ModelArtifact:

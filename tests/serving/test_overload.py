@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from slipway.config import TritonConfig
-from slipway.convert import export_onnx
+from slipway.compression.onnx_export import export_onnx
+from slipway.core.config import TritonConfig
 from slipway.serving.server import ServerHandle, start_server
 from slipway.serving.service import ServerOptions
-from slipway.triton import write_model
+from slipway.serving.triton_repository import write_model
 
 BATCH = 32
 

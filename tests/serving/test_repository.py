@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from slipway.errors import ArtifactIntegrityError, NotFoundError, TritonConfigError
-from slipway.serving.repository import SessionOptions, load_model, load_repository
+from slipway.core.errors import ArtifactIntegrityError, NotFoundError, TritonConfigError
+from slipway.serving.loader import SessionOptions, load_model, load_repository
 from slipway.serving.server import start_server
-from slipway.triton import CONFIG_FILE, read_model_config
+from slipway.serving.triton_repository import CONFIG_FILE, read_model_config
 
 
 @pytest.fixture

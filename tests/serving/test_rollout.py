@@ -16,13 +16,13 @@ import pytest
 from click.testing import CliRunner
 from kubernetes import client as k8s
 
-from slipway import images
-from slipway.artifacts import ModelArtifact, TensorSpec
-from slipway.errors import ClusterError, ConfigError, NotFoundError
-from slipway.serving.kserve import PREVIOUS_STORAGE_URI_ANNOTATION, build_inference_service
-from slipway.serving.prometheus import CanaryMargins, PrometheusClient, RevisionMetrics, judge_canary
-from slipway.serving.rollout import Rollout, RolloutSettings, tritonclient_smoke_test
-from slipway.serving.rollout_cli import deploy, rollout
+from slipway.cli.deploy import deploy, rollout
+from slipway.cluster.kserve import PREVIOUS_STORAGE_URI_ANNOTATION, build_inference_service
+from slipway.cluster.prometheus import CanaryMargins, PrometheusClient, RevisionMetrics, judge_canary
+from slipway.cluster.rollout import Rollout, RolloutSettings, tritonclient_smoke_test
+from slipway.core import images
+from slipway.core.artifacts import ModelArtifact, TensorSpec
+from slipway.core.errors import ClusterError, ConfigError, NotFoundError
 
 try:
     from k8s_double import KServeDouble

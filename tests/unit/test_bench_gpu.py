@@ -12,7 +12,8 @@ import click
 import pytest
 import torch
 
-from slipway import bench, bench_ddp
+from benchmarks import compression as bench
+from benchmarks import ddp as bench_ddp
 
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusals")
 

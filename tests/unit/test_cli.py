@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from slipway.cli import main
+from slipway.cli.main import main
 
 
 def test_pipelines_lists_quickstart() -> None:

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from slipway.compress import (
+from slipway.compression.onnx_export import export_onnx
+from slipway.compression.pruning import (
     classifier_layers,
     count_macs,
     prune_and_finetune,
@@ -14,10 +15,9 @@ from slipway.compress import (
     unstructured_prune,
     weight_sparsity,
 )
-from slipway.config import DistillConfig, ModelSpec, PruneConfig
-from slipway.convert import export_onnx
-from slipway.errors import ModelError
-from slipway.models import build_model, count_parameters, load_model, save_model
+from slipway.core.config import DistillConfig, ModelSpec, PruneConfig
+from slipway.core.errors import ModelError
+from slipway.core.models import build_model, count_parameters, load_model, save_model
 
 SHAPE, CLASSES = (1, 8, 8), 10
 QUICK = DistillConfig(epochs=1, patience=1)

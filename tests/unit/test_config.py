@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from slipway.config import PRESETS, apply_overrides, load_config, parse_override, validate_config
-from slipway.errors import ConfigError
+from slipway.core.config import PRESETS, apply_overrides, load_config, parse_override, validate_config
+from slipway.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -62,7 +62,7 @@ def test_yaml_file_and_missing_file(tmp_path: Path) -> None:
 
 def test_unknown_preset_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="expected one of quickstart"):
-        from slipway.config import preset
+        from slipway.core.config import preset
 
         preset("nope")
 

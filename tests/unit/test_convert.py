@@ -7,11 +7,11 @@ import onnx
 import pytest
 import torch
 
-from slipway.artifacts import read_metadata, sha256_file
-from slipway.config import ModelSpec
-from slipway.convert import check_parity, export_onnx, onnx_predict, ort_session
-from slipway.errors import ExportError
-from slipway.models import build_model
+from slipway.compression.onnx_export import check_parity, export_onnx, onnx_predict, ort_session
+from slipway.core.artifacts import read_metadata, sha256_file
+from slipway.core.config import ModelSpec
+from slipway.core.errors import ExportError
+from slipway.core.models import build_model
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 40)])

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slipway.config import DataConfig
-from slipway.data import load_dataset, load_splits, save_reference, save_splits
-from slipway.errors import DataError
+from slipway.core.config import DataConfig
+from slipway.core.data import load_dataset, load_splits, save_reference, save_splits
+from slipway.core.errors import DataError
 
 
 def test_digits_shapes_and_split_sizes(digits_splits) -> None:

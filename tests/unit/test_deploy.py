@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from slipway import registry
-from slipway.config import ModelSpec, load_config
-from slipway.convert import export_onnx
-from slipway.deploy import deploy_model, storage_uri
-from slipway.models import build_model
-from slipway.triton import write_model
+from slipway.cluster.storage import s3_uri as storage_uri
+from slipway.compression.onnx_export import export_onnx
+from slipway.core.config import ModelSpec, load_config
+from slipway.core.models import build_model
+from slipway.serving.triton_repository import write_model
+from slipway.steps.deploy import deploy_model
 
 
 def test_storage_uri_maps_minio_to_s3() -> None:

@@ -1,6 +1,6 @@
 """DDP in the library: real `torchrun` processes on the CPU (gloo), against the single-process loop.
 
-Every multi-process test here starts real torchrun workers through `slipway.distributed.launch`; the workers
+Every multi-process test here starts real torchrun workers through `slipway.training.distributed.launch`; the workers
 import `ddp_fit` from this very module (its folder is put on PYTHONPATH), so both sides run the same code.
 An interruption is simulated on every rank at once: a forward pre-hook raises at the first training batch of
 epoch k (the epoch is read back from the per-epoch seed), after epoch k's checkpoint was written.
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import torch
 
-from slipway import distributed
-from slipway.config import TrainConfig, load_config
-from slipway.errors import SlipwayError, TrainingError
+from slipway.core.config import TrainConfig, load_config
+from slipway.core.errors import SlipwayError, TrainingError
+from slipway.training import distributed
 
 HERE = Path(__file__).resolve().parent
 EPOCHS = 4
@@ -42,9 +42,9 @@ def _interrupt_at_epoch(model: torch.nn.Module, epoch: int) -> None:
 
 def ddp_fit(checkpoint_dir: str, interrupt_after: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """Train the quickstart teacher on digits for EPOCHS (every rank runs this); test accuracy of the result."""
-    from slipway import data as data_lib
-    from slipway.models import build_model
-    from slipway.training import accuracy, train
+    from slipway.core import data as data_lib
+    from slipway.core.models import build_model
+    from slipway.training.loop import accuracy, train
 
     cfg = load_config("quickstart", [f"train.epochs={EPOCHS}", f"train.device={device}"])
     splits = data_lib.load_dataset(cfg.data, cfg.seed)
@@ -128,7 +128,7 @@ def test_two_processes_match_one_and_resume_across_world_sizes(tmp_path: Path, w
 
 def test_shards_partition_every_global_batch() -> None:
     """Every sample of a global batch lands on exactly one rank, whatever the world size."""
-    from slipway.training import _shard
+    from slipway.training.loop import _shard
 
     idx = torch.randperm(67)
     for world in (1, 2, 3, 8):
@@ -159,11 +159,11 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error() -> None:
 
 
 def test_launcher_command_is_standalone_torchrun_on_loopback() -> None:
-    command = distributed.torchrun_command(3, "slipway.distributed_worker", ["req.json"])
+    command = distributed.torchrun_command(3, "slipway.training.worker", ["req.json"])
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--standalone" in command and command[command.index("--nproc-per-node") + 1] == "3"
     assert command[command.index("--local-addr") + 1] == "127.0.0.1"
-    assert command[-3:] == ["-m", "slipway.distributed_worker", "req.json"]
+    assert command[-3:] == ["-m", "slipway.training.worker", "req.json"]
 
 
 def test_new_train_fields_validate() -> None:
@@ -178,9 +178,9 @@ def test_new_train_fields_validate() -> None:
 @pytest.mark.slow
 def test_train_step_with_two_workers_writes_the_model(tmp_path: Path, fast_config) -> None:
     """`train.workers=2` in the pipeline step: real DDP, rank 0 writes the model and logs to MLflow."""
-    from slipway import data as data_lib
     from slipway import registry, steps
-    from slipway.models import load_model
+    from slipway.core import data as data_lib
+    from slipway.core.models import load_model
 
     cfg = fast_config.model_copy(deep=True)
     cfg.train.workers = 2

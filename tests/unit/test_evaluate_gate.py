@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from slipway.config import EvaluateConfig, GateConfig
-from slipway.evaluate import ModelEvaluation, measure_speed, plot_confusion_matrix, quality
-from slipway.gate import Champion, decide
+from slipway.core.config import EvaluateConfig, GateConfig
+from slipway.evaluation.evaluate import ModelEvaluation, measure_speed, plot_confusion_matrix, quality
+from slipway.evaluation.gate import Champion, decide
 
 
 def test_quality_matches_sklearn() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from slipway.config import ModelSpec
-from slipway.errors import ModelError
-from slipway.models import ZOO, build_model, count_parameters, load_model, save_model
+from slipway.core.config import ModelSpec
+from slipway.core.errors import ModelError
+from slipway.core.models import ZOO, build_model, count_parameters, load_model, save_model
 
 
 @pytest.mark.parametrize("architecture", sorted(ZOO))

@@ -6,13 +6,13 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from slipway.artifacts import ModelArtifact, TensorSpec
-from slipway.config import ConfigError, load_config
-from slipway.errors import NotFoundError
-from slipway.evaluate import ModelEvaluation
-from slipway.optimize import choose, mark_skipped, produced
-from slipway.tensorrt import TensorRTUnavailableError, import_tensorrt
-from slipway.triton import build_model_config
+from slipway.compression.tensorrt import TensorRTUnavailableError, import_tensorrt
+from slipway.core.artifacts import ModelArtifact, TensorSpec
+from slipway.core.config import ConfigError, load_config
+from slipway.core.errors import NotFoundError
+from slipway.evaluation.evaluate import ModelEvaluation
+from slipway.serving.triton_repository import build_model_config
+from slipway.steps.compress import choose, mark_skipped, produced
 
 
 def _ev(fmt: str, accuracy: float, throughput: float, p99: float = 1.0) -> ModelEvaluation:

@@ -7,13 +7,9 @@ import onnx
 import pytest
 import torch
 
-from slipway import quantize
-from slipway.artifacts import read_metadata, write_metadata
-from slipway.config import ModelSpec, QuantizeConfig, TrainConfig
-from slipway.convert import export_onnx
-from slipway.errors import ExportError
-from slipway.models import build_model, count_parameters
-from slipway.quantize import (
+from slipway.compression import quantize
+from slipway.compression.onnx_export import export_onnx
+from slipway.compression.quantize import (
     Attempt,
     CalibrationReader,
     boundary_nodes,
@@ -21,7 +17,11 @@ from slipway.quantize import (
     convert_fp16,
     quantize_int8,
 )
-from slipway.training import train
+from slipway.core.artifacts import read_metadata, write_metadata
+from slipway.core.config import ModelSpec, QuantizeConfig, TrainConfig
+from slipway.core.errors import ExportError
+from slipway.core.models import build_model, count_parameters
+from slipway.training.loop import train
 
 
 @pytest.fixture(scope="module")

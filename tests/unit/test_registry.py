@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from slipway import registry
-from slipway.config import ModelSpec, RegistryConfig
-from slipway.convert import export_onnx
-from slipway.errors import RegistryError
-from slipway.models import build_model
+from slipway.compression.onnx_export import export_onnx
+from slipway.core.config import ModelSpec, RegistryConfig
+from slipway.core.errors import RegistryError
+from slipway.core.models import build_model
 
 
 @pytest.fixture

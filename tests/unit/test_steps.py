@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from slipway import steps
-from slipway.config import SlipwayConfig
-from slipway.triton import read_model_config
+from slipway.core.config import SlipwayConfig
+from slipway.serving.triton_repository import read_model_config
 
 
 def run_all_steps(cfg: SlipwayConfig, out: Path) -> dict:
@@ -19,21 +19,23 @@ def run_all_steps(cfg: SlipwayConfig, out: Path) -> dict:
     steps.distill_student(cfg, info.run_id, out / "dataset", out / "teacher", out / "student")
     steps.export_model(cfg, out / "teacher", out / "dataset", out / "teacher.onnx")
     steps.export_model(cfg, out / "student", out / "dataset", out / "student.onnx")
-    report = steps.evaluate_candidates(
+    report, _ = steps.select_format(
         cfg,
         info.run_id,
         out / "dataset",
         out / "teacher",
         out / "teacher.onnx",
-        out / "student.onnx",
+        {"onnx-fp32": out / "student.onnx"},
+        {"onnx-fp32": out / "student"},
+        out / "chosen.onnx",
         out / "report",
         out / "cm",
     )
     decision = steps.gate_candidate(cfg, info.run_id, out / "report", out / "decision")
     version = steps.register_candidate(
-        cfg, info.run_id, out / "student.onnx", out / "report", out / "decision"
+        cfg, info.run_id, out / "chosen.onnx", out / "report", out / "decision"
     )
-    model_dir = steps.package_for_triton(cfg, info.run_id, out / "student.onnx", out / "repo")
+    model_dir = steps.package_for_triton(cfg, info.run_id, out / "chosen.onnx", out / "repo")
     return {"info": info, "report": report, "decision": decision, "version": version, "model_dir": model_dir}
 
 
@@ -60,7 +62,7 @@ def user_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_user_factory_on_npz(
     request: pytest.FixtureRequest, tmp_path: Path, fast_overrides: list[str], user_factory: str, dataset: str
 ) -> None:
-    from slipway.config import load_config
+    from slipway.core.config import load_config
     from slipway.registry import local_store
 
     npz = request.getfixturevalue(dataset)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from slipway.config import DistillConfig, ModelSpec, TrainConfig
-from slipway.errors import TrainingError
-from slipway.models import build_model
-from slipway.training import CHECKPOINT, accuracy, distillation_loss, train
+from slipway.core.config import DistillConfig, ModelSpec, TrainConfig
+from slipway.core.errors import TrainingError
+from slipway.core.models import build_model
+from slipway.training.loop import CHECKPOINT, accuracy, distillation_loss, train
 
 
 def _model(seed: int = 0, architecture: str = "student_cnn"):

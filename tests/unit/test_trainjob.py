@@ -4,7 +4,7 @@ The client is exercised with the REAL `kubernetes` client (CustomObjectsApi over
 DOUBLE of the Kubernetes API server defined below: a small HTTP server on 127.0.0.1 that implements create
 and get of the two custom resources and simulates a controller's status conditions (including a failure
 with a reason). It is not a cluster and runs no pods: no Kubeflow Trainer or Training Operator was
-available here. The job's own entry point (`torchrun -m slipway.distributed_worker train ...`) is run for
+available here. The job's own entry point (`torchrun -m slipway.steps.cluster_train ...`) is run for
 real, as 2 local gloo processes, from the very command the manifest carries.
 """
 
@@ -20,14 +20,16 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import goldens
 import pytest
 import yaml
 from loopback import LoopbackServer
 
-from slipway import trainjob
-from slipway.config import SlipwayConfig, load_config, validate_config
-from slipway.errors import ClusterError
-from slipway.images import GPU_IMAGE
+from slipway.cluster import trainjob
+from slipway.core.config import SlipwayConfig, load_config, validate_config
+from slipway.core.errors import ClusterError
+from slipway.core.images import GPU_IMAGE
+from slipway.steps import cluster_train
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "trainjob"
 PATH = re.compile(
@@ -214,9 +216,9 @@ def test_job_completes_and_the_model_is_fetched(
     api_server.default_script = [[], running, running, done]
     api_server.on_finish = _write_outputs
     cfg = _config(tmp_path, f"train.distributed.engine={engine}")
-    caplog.set_level("INFO", logger="slipway.trainjob")
+    caplog.set_level("INFO", logger="slipway.cluster.trainjob")
 
-    out = trainjob.train_in_cluster(
+    out = cluster_train.train_in_cluster(
         cfg, "teacher", "run-1", "minio://mlpipeline/d", tmp_path / "model", client=_client(api_server)
     )
 
@@ -296,19 +298,19 @@ def _normalise(text: str) -> Any:
 
 
 def test_golden_manifests(tmp_path: Path) -> None:
-    """Regenerate with `python -m slipway.goldens` (it calls slipway.trainjob.write_goldens)."""
-    written = trainjob.write_goldens(tmp_path)
+    """Regenerate with `python tests/goldens.py`."""
+    written = goldens.write_goldens(tmp_path)
     assert {p.name for p in written} == {"trainjob.yaml", "pytorchjob.yaml", "pytorchjob-elastic.yaml"}
     for path in written:
         golden = GOLDEN / path.name
-        assert golden.is_file(), f"missing golden {golden}: run `python -m slipway.goldens`"
+        assert golden.is_file(), f"missing golden {golden}: run `python tests/goldens.py`"
         assert _normalise(path.read_text()) == _normalise(golden.read_text()), (
             f"{path.name} differs from its golden"
         )
 
 
 def test_manifest_shapes(tmp_path: Path) -> None:
-    requests = trainjob.golden_requests()
+    requests = goldens.golden_requests()
     tj = trainjob.build_job(requests["trainjob"]).to_dict()
     trainer = tj["spec"]["trainer"]
     assert (
@@ -338,7 +340,7 @@ def test_manifest_shapes(tmp_path: Path) -> None:
 
 
 def test_worker_args_carry_the_config_back_unchanged(tmp_path: Path) -> None:
-    request = trainjob.golden_requests()["trainjob"]
+    request = goldens.golden_requests()["trainjob"]
     args = trainjob.worker_args(request)
     assert validate_config(json.loads(args[args.index("--config-json") + 1])) == request.config
     assert args[args.index("--output-uri") + 1] == request.output_prefix
@@ -349,9 +351,9 @@ def test_worker_args_carry_the_config_back_unchanged(tmp_path: Path) -> None:
 
 def test_the_manifest_command_trains_with_two_processes(tmp_path: Path, fast_config: SlipwayConfig) -> None:
     """Run the job's own command (torchrun replaced by the venv's, on loopback) with local-path URIs."""
-    from slipway import data as data_lib
     from slipway import registry
-    from slipway.models import load_model
+    from slipway.core import data as data_lib
+    from slipway.core.models import load_model
 
     dataset = tmp_path / "dataset.npz"
     data_lib.save_splits(data_lib.load_dataset(fast_config.data, fast_config.seed), dataset)

@@ -7,12 +7,12 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from slipway.artifacts import read_metadata
-from slipway.config import ModelSpec, TritonConfig
-from slipway.convert import export_onnx
-from slipway.errors import ArtifactIntegrityError, TritonConfigError
-from slipway.models import build_model
-from slipway.triton import (
+from slipway.compression.onnx_export import export_onnx
+from slipway.core.artifacts import read_metadata
+from slipway.core.config import ModelSpec, TritonConfig
+from slipway.core.errors import ArtifactIntegrityError, TritonConfigError
+from slipway.core.models import build_model
+from slipway.serving.triton_repository import (
     build_model_config,
     list_models,
     model_versions,

@@ -1,9 +1,9 @@
 """Drift monitoring: capture KServe payload-logger events durably, compute Evidently drift, export metrics.
 
+A domain package: imports slipway.core (and sibling domain packages); never steps, pipelines or cli.
 Modules, one job each: `events` (parse CloudEvents / v2 JSON), `store` (durable segment log), `window`
 (assemble a window of rows from the store), `features` (drift features), `drift` (Evidently report and alarm
-rule), `service` (HTTP app), `cli` (click commands), `bench` (measured throughput and drift time).
-Heavy imports (evidently, fastapi) stay inside those modules so `import slipway.monitoring` is cheap.
+rule), `service` (HTTP app). Heavy imports (evidently) stay inside them so `import slipway.monitoring` is cheap.
 """
 
 from __future__ import annotations

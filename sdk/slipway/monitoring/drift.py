@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from slipway.errors import DataError, SlipwayError
+from slipway.core.errors import DataError, SlipwayError
 from slipway.monitoring import features as feats
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from slipway.errors import DataError, SlipwayError
+from slipway.core.errors import DataError, SlipwayError
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from slipway.errors import DataError
+from slipway.core.errors import DataError
 
 PRED_CLASS = "pred_class"
 CONFIDENCE = "confidence"

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from slipway.errors import DataError, NotFoundError, SlipwayError
+from slipway.core.errors import DataError, NotFoundError, SlipwayError
 from slipway.monitoring import events as ev
 from slipway.monitoring.drift import DriftConfig, DriftResult, FeatureSet
 from slipway.monitoring.store import AppendOutcome, Record, SegmentStore, StoreConfig

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from slipway.errors import DataError, OverloadedError, SlipwayError
+from slipway.core.errors import DataError, OverloadedError, SlipwayError
 
 logger = logging.getLogger(__name__)
 

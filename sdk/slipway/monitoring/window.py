@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from slipway.errors import DataError, NotFoundError
+from slipway.core.errors import DataError, NotFoundError
 from slipway.monitoring.events import decode_payload
 from slipway.monitoring.store import iter_records_newest_first
 

@@ -1,7 +1,8 @@
-"""Serving: the local Triton-compatible server (`slipway serve`) and the cluster objects (KServe).
+"""Serving: the Triton repository format (writer, reader), the local Triton-compatible server, the v2 client.
 
-Nothing is imported eagerly: the local server pulls in tritonclient.grpc, which cannot share a process with
-kserve, so `slipway.serving.kserve` must be importable without it. `start_server` etc. resolve lazily.
+A domain package: imports slipway.core (and sibling domain packages); never steps, pipelines or cli. Nothing is
+imported eagerly: the local server pulls in tritonclient.grpc, which cannot share a process with kserve (used
+by slipway.cluster.kserve). `start_server` etc. resolve lazily.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from slipway.errors import OverloadedError, SlipwayError
-from slipway.serving.repository import LoadedModel
+from slipway.core.errors import OverloadedError, SlipwayError
+from slipway.serving.loader import LoadedModel
 from slipway.serving.stats import ModelStats, ServerMetrics
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from slipway.errors import SlipwayError
-from slipway.serving.repository import NUMPY_TO_V2
+from slipway.core.errors import SlipwayError
+from slipway.serving.loader import NUMPY_TO_V2
 from slipway.serving.service import InferenceService
 from slipway.serving.validation import InvalidInputError, RequestTensor, check_outputs, decode_inputs
 

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from slipway.errors import SlipwayError
-from slipway.serving.repository import NUMPY_TO_V2, LoadedModel
+from slipway.core.errors import SlipwayError
+from slipway.serving.loader import NUMPY_TO_V2, LoadedModel
 from slipway.serving.service import InferenceService
 from slipway.serving.validation import InvalidInputError, RequestTensor, check_outputs, decode_inputs
 

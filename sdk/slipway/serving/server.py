@@ -24,10 +24,10 @@ from types import TracebackType
 import httpx
 import uvicorn
 
-from slipway.errors import SlipwayError
+from slipway.core.errors import SlipwayError
 from slipway.serving.grpc_app import build_grpc_server
 from slipway.serving.http_app import build_app
-from slipway.serving.repository import SessionOptions, load_repository
+from slipway.serving.loader import SessionOptions, load_repository
 from slipway.serving.service import InferenceService, ServerOptions
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,8 @@ def start_server(
     argv = [
         sys.executable,
         "-m",
-        "slipway.serving.cli",
+        "slipway",
+        "serve",
         str(repo),
         "--host",
         host,

@@ -16,9 +16,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 import slipway
-from slipway.errors import NotFoundError, SlipwayError
+from slipway.core.errors import NotFoundError, SlipwayError
 from slipway.serving.batcher import ModelBatcher
-from slipway.serving.repository import LoadedModel
+from slipway.serving.loader import LoadedModel
 from slipway.serving.stats import ModelStats, ServerMetrics
 from slipway.serving.validation import InvalidInputError, batch_size
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from slipway.errors import SlipwayError
-from slipway.serving.repository import LoadedModel, TensorInfo
+from slipway.core.errors import SlipwayError
+from slipway.serving.loader import LoadedModel, TensorInfo
 
 # numpy kinds a JSON/typed value list may have for each target kind (ints are fine for float tensors).
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}

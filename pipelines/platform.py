@@ -1,0 +1,117 @@
+"""Cluster settings applied to pipeline tasks at compile time (kfp-kubernetes): the KFP side of `cluster`.
+
+Secrets reach a step only as Kubernetes `secretKeyRef`s (`use_secret_as_env`). A pipeline body calls
+`configure_task(task, kind, current_cluster())` on each task; `current_cluster()` is set only while
+`build_pipeline` re-runs the pipeline body for `slipway compile`/`submit`, so kfp.local runs and plain imports
+see no cluster settings at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from slipway.core.cluster_config import STEP_KIND_LABEL, STEP_KINDS, ClusterConfig, StepKind, StepSettings
+
+if TYPE_CHECKING:
+    from kfp.dsl import PipelineTask
+
+log = logging.getLogger(__name__)
+
+
+_CURRENT: ContextVar[ClusterConfig | None] = ContextVar("slipway_cluster", default=None)
+
+
+def current_cluster() -> ClusterConfig | None:
+    """The cluster settings of the pipeline being compiled, or None (import time, kfp.local)."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def cluster_settings(cluster: ClusterConfig) -> Iterator[ClusterConfig]:
+    """Make `cluster` what `current_cluster()` returns while a pipeline body is (re)built."""
+    token = _CURRENT.set(cluster)
+    try:
+        yield cluster
+    finally:
+        _CURRENT.reset(token)
+
+
+def configure_task(task: PipelineTask, kind: StepKind, cluster: ClusterConfig | None) -> PipelineTask:
+    """Apply secrets, placement, resources, caching and retries for `kind`; a no-op when `cluster` is None."""
+    if kind not in STEP_KINDS:
+        from slipway.core.errors import ConfigError
+
+        raise ConfigError(f"step kind must be one of {STEP_KINDS}, got {kind!r}")
+    if cluster is None:
+        return task
+    from kfp import kubernetes
+
+    kubernetes.add_pod_label(task, STEP_KIND_LABEL, kind)
+    for secret in (cluster.mlflow_secret, cluster.storage_secret):
+        if secret is not None:
+            # secret key -> env var; only the Secret's name and keys enter the pipeline spec
+            kubernetes.use_secret_as_env(
+                task, secret.name, {key: env for env, key in secret.env.items()}, optional=secret.optional
+            )
+    settings: StepSettings = getattr(cluster.steps, kind)
+    if kind == "gpu" and cluster.gpu.count > 0:
+        from slipway.core.images import GPU_IMAGE
+
+        task.set_container_image(cluster.gpu.image or GPU_IMAGE)
+        task.set_accelerator_type(cluster.gpu.accelerator).set_accelerator_limit(cluster.gpu.count)
+        for label, value in cluster.gpu.node_selector.items():
+            kubernetes.add_node_selector(task, label, value)
+        for tol in cluster.gpu.tolerations:
+            kubernetes.add_toleration(
+                task,
+                key=tol.key,
+                operator=tol.operator,
+                value=tol.value,
+                effect=tol.effect,
+                toleration_seconds=tol.toleration_seconds,
+            )
+    if settings.cpu_request:
+        task.set_cpu_request(settings.cpu_request)
+    if settings.cpu_limit:
+        task.set_cpu_limit(settings.cpu_limit)
+    if settings.memory_request:
+        task.set_memory_request(settings.memory_request)
+    if settings.memory_limit:
+        task.set_memory_limit(settings.memory_limit)
+    task.set_caching_options(enable_caching=settings.caching)
+    if settings.retries:
+        task.set_retry(
+            settings.retries,
+            backoff_duration=f"{settings.backoff_s}s",
+            backoff_factor=settings.backoff_factor,
+            backoff_max_duration=f"{settings.backoff_max_s}s",
+        )
+    log.debug("configured task %s as %s", task.name, kind)
+    return task
+
+
+def build_pipeline(pipeline: Any, cluster: ClusterConfig) -> Any:
+    """Re-run a `@dsl.pipeline` body with `cluster` current and return the new pipeline.
+
+    `@dsl.pipeline` runs the body once, at import, when no cluster is set; compiling that object would carry no
+    cluster settings, so the body is run again here with the same name, description and pipeline config.
+    """
+    from kfp import dsl
+
+    func = getattr(pipeline, "pipeline_func", None)
+    if func is None:
+        raise TypeError(f"{pipeline!r} is not a @dsl.pipeline")
+    spec = pipeline.component_spec
+    display_name = pipeline.pipeline_spec.pipeline_info.display_name or None
+    with cluster_settings(cluster):
+        return dsl.pipeline(
+            func,
+            name=spec.name,
+            description=spec.description,
+            display_name=display_name,
+            pipeline_config=pipeline.pipeline_config,
+        )

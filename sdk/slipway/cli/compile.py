@@ -1,0 +1,55 @@
+"""Compile a pipeline to KFP IR YAML with the resolved config as the default `config` parameter.
+
+The config's `cluster` section (GPUs, secrets, resources, caching, retries) becomes task and platform settings
+in the YAML (see slipway.core.cluster_config); it is left out of the runtime `config` parameter, so that moving a step to
+another node pool does not change its cache key.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from slipway.core.config import SlipwayConfig
+from slipway.core.errors import ConfigError
+from slipway.pipelines import PipelineEntry
+
+log = logging.getLogger(__name__)
+
+
+def runtime_config(cfg: SlipwayConfig) -> dict[str, Any]:
+    """The `config` parameter every step receives: the resolved config without its compile-time `cluster`."""
+    return cfg.model_dump(mode="json", exclude_none=True, exclude={"cluster"})
+
+
+def refuse_inline_credentials(cfg: SlipwayConfig) -> None:
+    """A compiled pipeline is shared and stored by KFP: credentials in its config would leak with it."""
+    uri = cfg.registry.tracking_uri or ""
+    if "://" in uri and urlsplit(uri).password:
+        raise ConfigError(
+            "registry.tracking_uri carries a password; leave the credentials out of the config and put them in "
+            f"the Kubernetes Secret {cfg.cluster.mlflow_secret.name if cfg.cluster.mlflow_secret else '(none)'} "
+            "(MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD), see docs/submitting.md"
+        )
+
+
+def compile_pipeline(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> Path:
+    """Write `entry` compiled for a cluster (settings from `cfg.cluster`) to `output`."""
+    from kfp import compiler
+
+    from slipway.pipelines.platform import build_pipeline
+
+    refuse_inline_credentials(cfg)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Import (and so decorate) the pipeline before the cluster settings are current, then rebuild it with them.
+    pipeline = build_pipeline(entry.load(), cfg.cluster)
+    compiler.Compiler().compile(
+        pipeline,
+        str(output),
+        pipeline_parameters={"config": runtime_config(cfg), "run_key": ""},
+    )
+    log.info("compiled pipeline %s to %s", entry.name, output)
+    return output

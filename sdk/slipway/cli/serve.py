@@ -1,0 +1,67 @@
+"""`slipway serve` and `slipway smoke`: click commands the main CLI registers with `main.add_command`.
+
+Heavy imports happen inside the commands, so `slipway --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from slipway.core.errors import SlipwayError
+from slipway.core.logs import setup_logging
+
+
+@click.command("serve")
+@click.argument("repo", type=click.Path(exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="bind address (0.0.0.0 exposes it)")
+@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--threads", default=None, type=click.IntRange(1, 256), help="ORT intra-op threads per instance"
+)
+@click.option(
+    "--max-queue", default=256, show_default=True, type=click.IntRange(1), help="queued requests per model"
+)
+@click.option(
+    "--timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.001), help="per request"
+)
+@click.option("--max-body-bytes", default=64 << 20, show_default=True, type=click.IntRange(1024))
+def serve(
+    repo: str,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    threads: int | None,
+    max_queue: int,
+    timeout_s: float,
+    max_body_bytes: int,
+) -> None:
+    """Serve a Triton model repository (ONNX models) over the v2 protocol, HTTP and gRPC, until Ctrl-C."""
+    from slipway.serving.server import run_server
+    from slipway.serving.service import ServerOptions
+
+    setup_logging()
+    options = ServerOptions(max_queue=max_queue, timeout_s=timeout_s, max_body_bytes=max_body_bytes)
+    try:
+        run_server(repo, host, http_port, grpc_port, threads, options)
+    except SlipwayError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@click.command("smoke")
+@click.option("--url", required=True, help="host:port or http(s)://host:port of a v2 server")
+@click.option("--model", required=True)
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
+@click.option("--timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.1))
+def smoke(url: str, model: str, protocol: str, timeout_s: float) -> None:
+    """Check that a server is live and ready and that MODEL answers metadata, config and one inference."""
+    from slipway.serving.client import smoke_test
+
+    setup_logging()
+    try:
+        report = smoke_test(url, model, protocol, timeout_s)  # type: ignore[arg-type]
+    except SlipwayError as err:
+        raise click.ClickException(f"smoke test failed: {err}") from None
+    click.echo(json.dumps(report, indent=2))

@@ -1,0 +1,390 @@
+"""Typed pipeline configuration: validated when built, loaded from YAML or a named preset, `--set` overrides.
+
+A wrong key or value raises ConfigError naming the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from slipway.core.cluster_config import ClusterConfig
+from slipway.core.errors import ConfigError
+from slipway.core.schema import StrictModel
+
+PRESETS = ("quickstart", "mnist1d", "optimize", "drift")
+
+
+class DataConfig(StrictModel):
+    source: str = Field("digits", description="'digits', 'mnist1d', or a path to an .npz file with x, y")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="ignored when the npz holds x_test/y_test")
+    reference_samples: int = Field(1000, ge=10, description="rows kept as the drift reference sample")
+    max_train_samples: int | None = Field(None, ge=10, description="subsample training data (experiments)")
+
+
+class ModelSpec(StrictModel):
+    architecture: str = Field(
+        description="zoo name (teacher_cnn, student_cnn, mlp) or 'package.module:function'"
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class DistributedConfig(StrictModel):
+    """Where multi-node training runs in a cluster: a Kubeflow Trainer TrainJob or a Training Operator PyTorchJob.
+
+    The job writes the trained model to `artifact_uri_prefix/<job name>/model.pt`, which the next step reads.
+    """
+
+    engine: Literal["trainjob", "pytorchjob"] = Field(
+        "trainjob", description="trainjob: Kubeflow Trainer v2; pytorchjob: Training Operator v1"
+    )
+    runtime: str = Field(
+        "torch-distributed", min_length=1, description="ClusterTrainingRuntime a TrainJob refers to"
+    )
+    num_nodes: int = Field(1, ge=1, le=1024, description="pods (nodes); one torchrun agent per node")
+    gpus_per_node: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per node, one process per GPU")
+    cpu_per_node: str | None = Field(None, description="CPU request/limit per node, e.g. '8' (None: unset)")
+    memory_per_node: str | None = Field(None, description="memory request/limit per node, e.g. '64Gi'")
+    namespace: str = Field("kubeflow", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    artifact_uri_prefix: str = Field(
+        "s3://slipway/distributed", min_length=1, description="object-storage folder for job outputs"
+    )
+    timeout_s: float = Field(6 * 3600, gt=0, description="fail the step when the job has not finished")
+    poll_interval_s: float = Field(10.0, gt=0, le=600)
+    elastic_min_nodes: int | None = Field(
+        None, ge=1, description="PyTorchJob only: elasticPolicy.minReplicas (None: not elastic)"
+    )
+    elastic_max_restarts: int = Field(3, ge=0, description="PyTorchJob elasticPolicy.maxRestarts")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="plain environment for the trainer (e.g. MLFLOW_TRACKING_URI)"
+    )
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment from Kubernetes secrets: NAME -> 'secret-name:key' (credentials)",
+    )
+
+    @model_validator(mode="after")
+    def _secret_refs(self) -> DistributedConfig:
+        bad = [k for k, v in self.secret_env.items() if v.count(":") != 1 or "" in v.split(":")]
+        if bad:
+            raise ValueError(f"secret_env {bad}: values must look like 'secret-name:key'")
+        if self.elastic_min_nodes is not None and self.elastic_min_nodes > self.num_nodes:
+            raise ValueError("elastic_min_nodes must not exceed num_nodes")
+        return self
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(6, ge=1, description="stop after this many epochs without a better val accuracy")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    workers: int = Field(1, ge=1, le=64, description="processes for DistributedDataParallel (1: no DDP)")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
+    checkpoint_dir: str | None = Field(
+        None, description="stable folder: a rerun resumes from it (None: no resume)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when available (one GPU per process), else CPU"
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast dtype on CUDA (fp16 adds a GradScaler); CPU always trains in fp32"
+    )
+    sync_batchnorm: bool = Field(
+        True, description="SyncBatchNorm under DDP on CUDA (gloo on CPU cannot: per-rank statistics)"
+    )
+    distributed: DistributedConfig = Field(
+        default_factory=lambda: DistributedConfig.model_validate({}),
+        description="cluster training (components/train_distributed)",
+    )
+
+
+class DistillConfig(TrainConfig):
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft (teacher) loss")
+
+
+class ExportConfig(StrictModel):
+    opset: int = Field(18, ge=17, le=23)
+    parity_atol: float = Field(1e-4, gt=0, description="max abs logit difference, FP32")
+    parity_min_agreement: float = Field(0.999, gt=0, le=1, description="top-1 agreement, FP32")
+    parity_samples: int = Field(512, ge=1)
+
+
+class EvaluateConfig(StrictModel):
+    warmup: int = Field(10, ge=0)
+    latency_iterations: int = Field(200, ge=10, description="batch-1 calls per repeat")
+    throughput_iterations: int = Field(20, ge=1, description="batch-64 calls per repeat")
+    repeats: int = Field(5, ge=1, description="the median over repeats is reported")
+    threads: int | None = Field(None, ge=1, description="intra-op threads (None: all cores)")
+
+
+class GateConfig(StrictModel):
+    min_accuracy: float = Field(0.95, ge=0, le=1)
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="student vs teacher, as a fraction")
+    max_latency_ms_p99: float = Field(50.0, gt=0)
+    champion_margin: float = Field(0.01, ge=0, le=1, description="allowed accuracy loss vs current champion")
+
+
+class RegistryConfig(StrictModel):
+    tracking_uri: str | None = Field(
+        None, description="None: $MLFLOW_TRACKING_URI, else SQLite in the output"
+    )
+    experiment: str = "slipway"
+    artifact_location: str | None = Field(
+        None, description="for a new experiment; None: the server's default"
+    )
+    model_name: str = Field("slipway-quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class TritonConfig(StrictModel):
+    max_batch_size: int = Field(64, ge=0)
+    preferred_batch_sizes: list[int] = Field(default_factory=lambda: [8, 16, 32])
+    max_queue_delay_us: int = Field(500, ge=0)
+    dynamic_batching: bool = Field(
+        True,
+        description="false: no dynamic_batching block; each request runs as sent (batched by the client)",
+    )
+    instance_count: int = Field(1, ge=1)
+    instance_kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
+    tensorrt_accelerator: bool = Field(
+        False,
+        description="ONNX models: let Triton's ONNX Runtime backend run them through TensorRT (FP16, GPU)",
+    )
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> TritonConfig:
+        too_big = [b for b in self.preferred_batch_sizes if b > self.max_batch_size or b < 1]
+        if self.max_batch_size and too_big:
+            raise ValueError(f"preferred_batch_sizes {too_big} must lie in 1..max_batch_size")
+        return self
+
+
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+OptimizedFormat = Literal["onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16"]
+OPTIMIZED_FORMATS: tuple[OptimizedFormat, ...] = ("onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16")
+
+
+class PruneConfig(StrictModel):
+    """Pruning the student, then recovering accuracy by distillation (see docs/optimization.md)."""
+
+    method: Literal["structured", "unstructured", "none"] = Field(
+        "structured",
+        description="structured: remove whole channels (torch-pruning, smaller and faster); "
+        "unstructured: zero single weights by magnitude (sparsity only, same size and speed)",
+    )
+    ratio: float = Field(0.3, ge=0, lt=1, description="fraction of channels (or weights) to remove")
+    importance: Literal["l1", "l2", "bn_scale"] = Field("l2", description="how channels are ranked")
+    iterative_steps: int = Field(1, ge=1, le=100, description="prune in this many rounds")
+    round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this")
+    finetune: DistillConfig = Field(
+        default_factory=lambda: DistillConfig(epochs=15, lr=1e-3, patience=6),
+        description="distillation fine-tuning after pruning (epochs=0 is not allowed: it always recovers)",
+    )
+
+
+class QuantizeConfig(StrictModel):
+    """Post-training quantization with ONNX Runtime; each output is checked against FP32 ONNX."""
+
+    int8: bool = Field(True, description="static INT8, QDQ format (also what TensorRT consumes)")
+    fp16: bool = Field(True, description="FP16 weights and activations (GPU formats; slow on most CPUs)")
+    calibration_method: CalibrationMethod = "minmax"
+    fallback_calibration_method: CalibrationMethod | None = Field(
+        "percentile", description="tried after keeping the first and last layers in FP32 did not suffice"
+    )
+    calibration_samples: int = Field(256, ge=8, description="training-split samples used for calibration")
+    per_channel: bool = Field(True, description="per-output-channel weight scales")
+    activation_type: Literal["uint8", "int8"] = Field(
+        "uint8", description="uint8: best on x86 CPUs (VNNI); int8 (symmetric): required by TensorRT"
+    )
+    accuracy_budget_points: float = Field(
+        1.0, ge=0, le=100, description="max test accuracy drop vs the FP32 ONNX model, in points"
+    )
+    parity_min_agreement: float = Field(0.99, gt=0, le=1, description="top-1 agreement with FP32 ONNX")
+    fallback_fp32_nodes: bool = Field(
+        True, description="over budget: retry with the first and last layers' nodes kept in FP32"
+    )
+
+
+class TensorRTConfig(StrictModel):
+    """TensorRT engine build (GPU image only): precision, optimization profile, workspace, timing cache."""
+
+    enabled: bool = False
+    fp16: bool = True
+    int8: bool = Field(False, description="build from the INT8 QDQ model (explicit quantization)")
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int = Field(64, ge=1)
+    max_batch: int = Field(256, ge=1)
+    workspace_mb: int = Field(1024, ge=16)
+    timing_cache: str | None = Field(None, description="timing cache file, reused across builds")
+    parity_min_agreement: float = Field(0.99, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _batch_order(self) -> TensorRTConfig:
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError(
+                f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, "
+                f"{self.max_batch}"
+            )
+        return self
+
+
+class CompressConfig(StrictModel):
+    """Compression between distillation and evaluation; the fastest candidate within budget is shipped."""
+
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
+    accuracy_budget_points: float = Field(
+        1.0, ge=0, le=100, description="a candidate may lose at most this much test accuracy vs the source"
+    )
+    candidates: list[OptimizedFormat] = Field(
+        default_factory=lambda: list(OPTIMIZED_FORMATS),
+        description="formats the optimizer may choose from",
+    )
+
+
+class OptimizeSourceConfig(StrictModel):
+    """What the optimize pipeline starts from: a registered model version (name + version or alias) or a file."""
+
+    model_name: str | None = Field(None, description="registered model; None: registry.model_name")
+    version: str | None = Field(None, description="a version number; None: use `alias`")
+    alias: str = Field("champion", description="used when `version` is None")
+    checkpoint: str | None = Field(
+        None, description="a Slipway PyTorch checkpoint (.pt) to optimize instead of a registered version"
+    )
+
+
+class DeployConfig(StrictModel):
+    """Where the pipeline's last step puts the packaged model: a local served smoke test, or a KServe canary."""
+
+    target: Literal["local", "kserve", "none"] = "local"
+    name: str | None = Field(None, description="InferenceService name; None: registry.model_name")
+    namespace: str = "slipway"
+    canary_traffic_percent: int | None = Field(10, ge=1, le=100, description="None: replace at once")
+    logger_url: str | None = Field(None, description="payload logger sink: the drift monitor's /events")
+    prometheus_url: str | None = Field(None, description="for the canary's error-rate and p99 analysis")
+    service_account: str | None = None
+    ready_timeout_s: float = Field(600.0, gt=0)
+    analysis_s: float = Field(300.0, ge=0, description="canary traffic time before it is judged")
+
+
+class MonitorConfig(StrictModel):
+    """The recurring drift pipeline: which captured window to check against which reference, and what then."""
+
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the drift monitor's base URL (in a cluster: http://<release>-monitor.<namespace>:8081); "
+        "set, the window and the reference are fetched from it and data_dir/reference are not read",
+    )
+    data_dir: str = Field("/data", description="the drift monitor's capture store, read when url is unset")
+    reference: str = Field("/reference/reference.npz", description="reference sample saved at training time")
+    window_size: int = Field(500, ge=30, description="most recent captured events compared")
+    family_alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm probability per window")
+    alarm_share: float | None = Field(None, gt=0, le=1, description="None: any drifted column alarms")
+    retrain: bool = Field(False, description="submit the retraining pipeline when drift is detected")
+    retrain_pipeline: str = "quickstart"
+    retrain_package: str | None = Field(
+        None, description="compiled retraining pipeline (path or URI) the drift pipeline submits on an alarm"
+    )
+    kfp_host: str | None = Field(None, description="Kubeflow Pipelines API for the retraining run")
+
+
+class SlipwayConfig(StrictModel):
+    name: str = Field("quickstart", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: ModelSpec = Field(default_factory=lambda: ModelSpec(architecture="teacher_cnn"))
+    student: ModelSpec = Field(default_factory=lambda: ModelSpec(architecture="student_cnn"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    triton: TritonConfig = Field(default_factory=TritonConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
+    source: OptimizeSourceConfig = Field(default_factory=OptimizeSourceConfig)
+    cluster: ClusterConfig = Field(
+        default_factory=lambda: ClusterConfig(), description="Kubeflow task settings applied at compile time"
+    )
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(root)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check spelling; see `slipway config show`)")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def validate_config(raw: dict[str, Any]) -> SlipwayConfig:
+    """Build a config from a plain dict (YAML, a KFP parameter); errors name the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"configuration must be a mapping, got {type(raw).__name__}")
+    try:
+        return SlipwayConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The raw dict of a named preset shipped with the package."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    text = resources.files("slipway").joinpath("presets", f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `a.b=c` into (["a", "b"], parsed YAML value of c)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE with a dotted key, got {item!r}")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: value {value!r} is not valid YAML: {err}") from None
+    return [p for p in key.strip().split(".")], parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set a.b=c` overrides to a raw config dict (a copy is returned)."""
+    out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {'.'.join(path[: i + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> SlipwayConfig:
+    """Load a preset name or a YAML file (default: the quickstart preset) and apply overrides."""
+    if source is None or str(source) in PRESETS:
+        raw = preset(str(source or "quickstart"))
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; expected a YAML file or one of {PRESETS}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    return validate_config(apply_overrides(raw, overrides or []))

@@ -1,0 +1,118 @@
+"""summary.json: the one-page outcome of a pipeline run, assembled from the run's MLflow record."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from slipway.core.logs import output_console
+
+Status = Literal["succeeded", "rejected", "failed"]
+
+
+class ModelSummary(BaseModel):
+    format: str
+    accuracy: float
+    macro_f1: float | None = None
+    params: int
+    size_bytes: int
+    latency_ms_p50_b1: float
+    latency_ms_p99_b1: float
+    throughput_ips_b64: float
+    eager: dict[str, Any] | None = None
+
+
+class GateSummary(BaseModel):
+    passed: bool
+    reasons: list[str]
+
+
+class RegistrySummary(BaseModel):
+    tracking_uri: str
+    model_name: str
+    version: str
+    aliases: list[str]
+
+
+class RunSummary(BaseModel):
+    status: Status
+    pipeline: str
+    duration_s: float
+    run_key: str
+    mlflow_run_id: str | None = None
+    dataset_fingerprint: str | None = None
+    teacher: ModelSummary | None = None
+    student: ModelSummary | None = None
+    gate: GateSummary | None = None
+    registry: RegistrySummary | None = None
+    model_repository: str | None = None
+    error: str | None = None
+
+
+def from_run_tags(tags: dict[str, str]) -> dict[str, Any]:
+    """The summary fields the steps recorded as `slipway.*` tags on the MLflow run."""
+
+    def load(key: str) -> Any:
+        return json.loads(tags[key]) if key in tags else None
+
+    registry = load("slipway.registry")
+    return {
+        "dataset_fingerprint": tags.get("slipway.dataset_fingerprint"),
+        "teacher": load("slipway.teacher"),
+        "student": load("slipway.student"),
+        "gate": load("slipway.gate"),
+        "registry": {k: registry[k] for k in ("tracking_uri", "model_name", "version", "aliases")}
+        if registry
+        else None,
+        "model_repository": tags.get("slipway.model_repository"),
+    }
+
+
+def status_of(gate_passed: bool | None, failed: bool) -> Status:
+    if failed or gate_passed is None:
+        return "failed"
+    return "succeeded" if gate_passed else "rejected"
+
+
+def render(summary: RunSummary, console: Console | None = None) -> None:
+    """A readable table of what the run produced, for the end of `slipway run`."""
+    console = console or output_console()
+    colour = {"succeeded": "green", "rejected": "yellow", "failed": "red"}[summary.status]
+    console.rule(f"[bold]{summary.pipeline}[/]: [{colour}]{summary.status}[/] in {summary.duration_s:.0f} s")
+    if summary.teacher and summary.student:
+        table = Table(show_header=True, header_style="bold")
+        for col in ("model", "format", "accuracy", "params", "size", "p50 b1 ms", "p99 b1 ms", "img/s b64"):
+            table.add_column(col, justify="right" if col != "model" else "left")
+        rows: list[tuple[str, dict[str, Any]]] = [("teacher", summary.teacher.model_dump())]
+        if summary.teacher.eager:
+            rows.append(("teacher (eager)", summary.teacher.eager))
+        rows.append(("student", summary.student.model_dump()))
+        for name, m in rows:
+            table.add_row(
+                name,
+                m["format"],
+                f"{m['accuracy']:.4f}",
+                f"{m['params']:,}",
+                f"{m['size_bytes'] / 1024:,.0f} KiB",
+                f"{m['latency_ms_p50_b1']:.3f}",
+                f"{m['latency_ms_p99_b1']:.3f}",
+                f"{m['throughput_ips_b64']:,.0f}",
+            )
+        console.print(table)
+    if summary.gate:
+        console.print(f"[bold]gate[/]: {'passed' if summary.gate.passed else 'rejected'}")
+        for reason in summary.gate.reasons:
+            console.print(f"  {reason}")
+    if summary.registry:
+        r = summary.registry
+        console.print(
+            f"[bold]registry[/]: {r.model_name} v{r.version} aliases={r.aliases} at {r.tracking_uri}"
+        )
+    if summary.model_repository:
+        console.print(f"[bold]Triton model repository[/]: {summary.model_repository}")
+    if summary.error:
+        console.print(f"[red bold]error[/]: {summary.error}")

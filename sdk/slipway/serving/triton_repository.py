@@ -1,0 +1,140 @@
+"""Triton model repository: written only from typed config, read back and checked with Triton's protobuf.
+
+Layout: REPO/<model>/config.pbtxt and REPO/<model>/<version>/model.<onnx|plan> (+ metadata sidecar).
+Tensor names, dtypes and shapes come from the exported graph's metadata, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from slipway.core.artifacts import ModelArtifact, TensorSpec, verify_artifact, write_metadata
+from slipway.core.config import TritonConfig
+from slipway.core.errors import NotFoundError, TritonConfigError
+
+CONFIG_FILE = "config.pbtxt"
+PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+MODEL_FILES = {"onnx": "model.onnx", "tensorrt": "model.plan"}
+NUMPY_TO_TRITON = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+}
+TRITON_TO_NUMPY = {v: k for k, v in NUMPY_TO_TRITON.items()}
+
+
+def _tensor(spec: TensorSpec, batched: bool, message: mc.ModelInput | mc.ModelOutput) -> None:
+    if spec.dtype not in NUMPY_TO_TRITON:
+        raise TritonConfigError(f"tensor {spec.name!r}: dtype {spec.dtype} has no Triton type")
+    dims = spec.shape[1:] if batched else spec.shape
+    message.name = spec.name
+    message.data_type = mc.DataType.Value(NUMPY_TO_TRITON[spec.dtype])
+    message.dims.extend(dims)
+
+
+def build_model_config(name: str, artifact: ModelArtifact, triton: TritonConfig) -> mc.ModelConfig:
+    """Triton ModelConfig for an ONNX or TensorRT artifact, batch axis taken from the graph's first dim."""
+    if artifact.framework not in PLATFORMS:
+        raise TritonConfigError(
+            f"framework {artifact.framework!r} cannot be served by Triton; export it first"
+        )
+    batched = triton.max_batch_size > 0 and all(t.shape and t.shape[0] == -1 for t in artifact.inputs)
+    config = mc.ModelConfig(
+        name=name,
+        platform=PLATFORMS[artifact.framework],
+        max_batch_size=triton.max_batch_size if batched else 0,
+        default_model_filename=MODEL_FILES[artifact.framework],
+    )
+    for spec in artifact.inputs:
+        _tensor(spec, batched, config.input.add())
+    for spec in artifact.outputs:
+        _tensor(spec, batched, config.output.add())
+    if batched and triton.dynamic_batching:
+        config.dynamic_batching.preferred_batch_size.extend(triton.preferred_batch_sizes)
+        config.dynamic_batching.max_queue_delay_microseconds = triton.max_queue_delay_us
+    group = config.instance_group.add()
+    group.count = triton.instance_count
+    group.kind = mc.ModelInstanceGroup.Kind.Value(triton.instance_kind)
+    if triton.tensorrt_accelerator and artifact.framework == "onnx":
+        accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
+        accel.name = "tensorrt"
+        accel.parameters["precision_mode"] = "FP16"
+        accel.parameters["max_workspace_size_bytes"] = str(1 << 30)
+    return config
+
+
+def parse_model_config(text: str, source: str = CONFIG_FILE) -> mc.ModelConfig:
+    try:
+        return text_format.Parse(text, mc.ModelConfig())
+    except text_format.ParseError as err:
+        raise TritonConfigError(f"{source}: not a valid Triton model config: {err}") from None
+
+
+def validate_model_config(config: mc.ModelConfig, model_dir: Path) -> None:
+    """The checks Triton would make at load time, for the subset of features we write."""
+    where = model_dir / CONFIG_FILE
+    if config.name != model_dir.name:
+        raise TritonConfigError(f"{where}: name {config.name!r} must equal the directory {model_dir.name!r}")
+    if config.platform not in PLATFORMS.values():
+        raise TritonConfigError(f"{where}: platform {config.platform!r} not in {sorted(PLATFORMS.values())}")
+    if not config.input or not config.output:
+        raise TritonConfigError(f"{where}: needs at least one input and one output")
+    for tensor in [*config.input, *config.output]:
+        if any(d == 0 or d < -1 for d in tensor.dims):
+            raise TritonConfigError(f"{where}: tensor {tensor.name!r} has invalid dims {list(tensor.dims)}")
+    prefs = list(config.dynamic_batching.preferred_batch_size)
+    if config.max_batch_size and any(p > config.max_batch_size for p in prefs):
+        raise TritonConfigError(f"{where}: preferred_batch_size {prefs} exceeds max_batch_size")
+
+
+def read_model_config(model_dir: str | Path) -> mc.ModelConfig:
+    model_dir = Path(model_dir)
+    path = model_dir / CONFIG_FILE
+    if not path.is_file():
+        raise NotFoundError(f"{model_dir}: no {CONFIG_FILE}")
+    config = parse_model_config(path.read_text(), str(path))
+    validate_model_config(config, model_dir)
+    return config
+
+
+def model_versions(model_dir: str | Path) -> list[int]:
+    return sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def list_models(repo: str | Path) -> list[str]:
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise NotFoundError(f"model repository {repo} does not exist")
+    return sorted(p.name for p in repo.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def write_model(
+    repo: str | Path,
+    name: str,
+    model_path: str | Path,
+    triton: TritonConfig,
+    version: int = 1,
+) -> Path:
+    """Copy a verified artifact into REPO/<name>/<version>/ and write its config.pbtxt; returns the model dir."""
+    artifact = verify_artifact(model_path)
+    model_dir = Path(repo) / name
+    version_dir = model_dir / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    target = version_dir / MODEL_FILES[artifact.framework]
+    shutil.copyfile(model_path, target)
+    write_metadata(target, artifact.model_copy(update={"file": target.name}))
+    config = build_model_config(name, artifact, triton)
+    (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
+    read_model_config(model_dir)  # read back through Triton's own protobuf
+    verify_artifact(target)
+    return model_dir

@@ -1,0 +1,356 @@
+"""The compression steps: export to ONNX, prune, quantize, build TensorRT, select the format, fetch a source.
+
+Candidates: the source student in FP32 ONNX Runtime, the pruned student in FP32, INT8 QDQ and FP16 (and a
+TensorRT engine where a GPU is there); `slipway.compression.selection` picks the fastest within the budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slipway import registry
+from slipway.compression.onnx_export import check_parity, export_onnx, onnx_predict, ort_session
+from slipway.compression.pruning import PruneReport, prune_and_finetune
+from slipway.compression.quantize import calibration_sample, convert_fp16, quantize_int8
+from slipway.compression.selection import Candidate, Selection, choose
+from slipway.core import data as data_lib
+from slipway.core.artifacts import read_metadata, sha256_file, write_metadata
+from slipway.core.config import ModelSpec, SlipwayConfig
+from slipway.core.errors import NotFoundError, RegistryError
+from slipway.core.models import count_parameters, load_model, save_model
+from slipway.evaluation.evaluate import (
+    ModelEvaluation,
+    evaluate_model,
+    onnx_predictor,
+    plot_confusion_matrix,
+    torch_predictor,
+)
+from slipway.steps.common import SUMMARY_FIELDS, EvaluationReport, summary_view
+from slipway.steps.train import checkpoint_dir
+from slipway.training.loop import predict_logits
+
+log = logging.getLogger(__name__)
+CHECKPOINT_ARTIFACT = "checkpoint"  # MLflow run folder holding the PyTorch parent of the registered ONNX
+CHECKPOINT_FILE = "model.pt"
+
+
+def export_model(cfg: SlipwayConfig, model_path: Path, dataset_path: Path, onnx_path: Path) -> dict[str, Any]:
+    """Export to ONNX and check parity with PyTorch on validation data; a failed check fails the step."""
+    model, _ = load_model(model_path)
+    splits = data_lib.load_splits(dataset_path)
+    artifact = export_onnx(model, splits.input_shape, onnx_path, cfg.export.opset)
+    # ONNX folds BatchNorm into convolutions, so the PyTorch parameter count travels in the metadata.
+    artifact = artifact.model_copy(update={"extra": {"params": count_parameters(model)}})
+    write_metadata(onnx_path, artifact)
+    x = splits.x_val[: cfg.export.parity_samples]
+    reference = predict_logits(model, x).numpy()
+    candidate = onnx_predict(ort_session(onnx_path), x)
+    parity = check_parity(
+        reference,
+        candidate,
+        cfg.export.parity_atol,
+        cfg.export.parity_min_agreement,
+        f"ONNX export of {onnx_path.name}",
+    )
+    return {"artifact": artifact.model_dump(), "parity": parity.__dict__}
+
+
+def _params(onnx_path: Path) -> int:
+    return int(read_metadata(onnx_path).extra.get("params", 0))
+
+
+def measure_onnx(
+    fmt: str, role: str, onnx_path: Path, x: np.ndarray, y: np.ndarray, k: int, cfg: SlipwayConfig
+) -> ModelEvaluation:
+    """Quality and speed of one ONNX file in ONNX Runtime (threads from `evaluate.threads`)."""
+    ev = cfg.evaluate
+    predict = onnx_predictor(onnx_path, ev.threads)
+    return evaluate_model(
+        role, fmt, "onnxruntime", predict, x, y, k, _params(onnx_path), onnx_path.stat().st_size, ev
+    )
+
+
+def produced(path: Path | None) -> bool:
+    """A step output exists and came from Slipway (disabled outputs are empty files without a sidecar)."""
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        read_metadata(path)
+    except NotFoundError:
+        return False
+    return True
+
+
+def mark_skipped(path: Path, why: str) -> None:
+    """KFP outputs must exist: a disabled precision leaves an empty file (no sidecar) and says why in the log."""
+    path.write_bytes(b"")
+    log.info("%s: skipped (%s)", path.name, why)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pipeline steps
+
+
+def prune_student(
+    cfg: SlipwayConfig,
+    run_id: str,
+    dataset_path: Path,
+    model_path: Path,
+    teacher_path: Path | None,
+    output_path: Path,
+) -> PruneReport:
+    """Prune the student and fine-tune it by distillation from the teacher (the source itself when None)."""
+    splits = data_lib.load_splits(dataset_path)
+    student, payload = load_model(model_path)
+    teacher = load_model(teacher_path)[0] if teacher_path is not None else load_model(model_path)[0]
+    prune_cfg = cfg.compress.prune
+    finetune = prune_cfg.finetune
+    if finetune.checkpoint_dir is None and cfg.distill.checkpoint_dir is not None:
+        finetune = finetune.model_copy(update={"checkpoint_dir": cfg.distill.checkpoint_dir})
+    spec = ModelSpec.model_validate(payload["spec"])
+    # Resume only the same pruning of the same weights: the key names the source file and the prune config.
+    key = hashlib.sha256((sha256_file(model_path) + prune_cfg.model_dump_json()).encode()).hexdigest()[:12]
+    ckpt = checkpoint_dir(
+        finetune, f"pruned-{key}", splits.fingerprint, spec, output_path.parent / "prune-ckpt"
+    )
+    torch.manual_seed(cfg.seed)
+    pruned, report = prune_and_finetune(
+        student,
+        teacher,
+        (splits.x_train, splits.y_train, splits.x_val, splits.y_val),
+        splits.input_shape,
+        splits.num_classes,
+        prune_cfg,
+        cfg.seed,
+        ckpt,
+        finetune,
+    )
+    save_model(pruned, spec, splits.input_shape, splits.num_classes, output_path, pruning=report.model_dump())
+    registry.log_metrics(
+        cfg.registry,
+        run_id,
+        {
+            "pruned.params": report.params_after,
+            "pruned.macs": report.macs_after,
+            "pruned.sparsity": report.sparsity,
+            "pruned.val_accuracy": report.val_accuracy_finetuned,
+        },
+    )
+    registry.set_tags(cfg.registry, run_id, {"slipway.pruning": report.model_dump(exclude={"channels"})})
+    return report
+
+
+def quantize_onnx(
+    cfg: SlipwayConfig, run_id: str, dataset_path: Path, onnx_path: Path, int8_path: Path, fp16_path: Path
+) -> dict[str, Any]:
+    """INT8 (static, QDQ) and FP16 from one FP32 ONNX model, each within budget or the step fails."""
+    splits = data_lib.load_splits(dataset_path)
+    qcfg = cfg.compress.quantize
+    threads = cfg.evaluate.threads
+    x_parity = splits.x_val[: cfg.export.parity_samples]
+    results: dict[str, Any] = {}
+    if qcfg.int8:
+        calib = calibration_sample(splits.x_train, qcfg.calibration_samples, cfg.seed)
+        outcome = quantize_int8(
+            onnx_path, int8_path, calib, x_parity, splits.x_test, splits.y_test, qcfg, threads
+        )
+        results["int8"] = outcome.model_dump(exclude={"artifact"})
+    else:
+        mark_skipped(int8_path, "compress.quantize.int8 is false")
+    if qcfg.fp16:
+        outcome = convert_fp16(onnx_path, fp16_path, x_parity, splits.x_test, splits.y_test, qcfg, threads)
+        results["fp16"] = outcome.model_dump(exclude={"artifact"})
+    else:
+        mark_skipped(fp16_path, "compress.quantize.fp16 is false")
+    metrics = {
+        f"{p}.{k}": float(v[k])
+        for p, v in results.items()
+        for k in ("accuracy", "accuracy_delta_points", "top1_agreement")
+    }
+    registry.log_metrics(cfg.registry, run_id, metrics)
+    registry.set_tags(
+        cfg.registry,
+        run_id,
+        {f"slipway.quantize.{p}": [a["label"] for a in v["attempts"]] for p, v in results.items()},
+    )
+    return results
+
+
+def select_format(
+    cfg: SlipwayConfig,
+    run_id: str,
+    dataset_path: Path,
+    teacher_path: Path,
+    teacher_onnx: Path,
+    candidates: dict[str, Path | None],
+    checkpoints: dict[str, Path],
+    chosen_path: Path,
+    report_path: Path,
+    confusion_png: Path,
+) -> tuple[EvaluationReport, Selection]:
+    """Measure the teacher and every produced candidate on the test split; package the fastest in budget.
+
+    `candidates` maps a format ("onnx-fp32" is the source and must be there) to its ONNX file; `checkpoints`
+    maps a format to the PyTorch checkpoint it came from, logged into the run so that the registered version
+    can be optimized again later. Writes an EvaluationReport (see slipway.steps.common), with
+    the chosen candidate as the student, so that gate, register and package work unchanged.
+    """
+    splits = data_lib.load_splits(dataset_path)
+    x, y, k = splits.x_test, splits.y_test, splits.num_classes
+    ev = cfg.evaluate
+    teacher_model, _ = load_model(teacher_path)
+    params = count_parameters(teacher_model)
+    teacher = evaluate_model(
+        "teacher", "onnx-fp32", "onnxruntime", onnx_predictor(teacher_onnx, ev.threads), x, y, k, params,
+        teacher_onnx.stat().st_size, ev,
+    )  # fmt: skip
+    teacher_eager = evaluate_model(
+        "teacher", "pytorch-fp32", "torch-eager", torch_predictor(teacher_model, ev.threads), x, y, k, params,
+        teacher_path.stat().st_size, ev,
+    )  # fmt: skip
+    allowed = set(cfg.compress.candidates)
+    evaluations: dict[str, ModelEvaluation] = {}
+    skipped: dict[str, str] = {}
+    for fmt, path in candidates.items():
+        if fmt not in allowed and fmt != "onnx-fp32":
+            skipped[fmt] = "not in compress.candidates"
+        elif not produced(path):
+            skipped[fmt] = "not produced (disabled in config)"
+        else:
+            assert path is not None
+            evaluations[fmt] = measure_onnx(fmt, "student", path, x, y, k, cfg)
+    if "onnx-fp32" not in evaluations:
+        raise NotFoundError("select_format needs the source model as candidate 'onnx-fp32'")
+    reference = evaluations["onnx-fp32"].accuracy
+    if "onnx-fp32" not in allowed:
+        skipped["onnx-fp32"] = "not in compress.candidates (measured as the accuracy reference only)"
+        reference_eval = evaluations.pop("onnx-fp32")
+    selection = choose(evaluations, reference, cfg.compress.accuracy_budget_points, skipped)
+    if "onnx-fp32" not in allowed:
+        selection.candidates.append(
+            Candidate(format="onnx-fp32", eligible=False, accuracy_drop_points=0.0, evaluation=reference_eval,
+                      note="reference only")
+        )  # fmt: skip
+    chosen_source = candidates[selection.chosen]
+    assert chosen_source is not None
+    shutil.copyfile(chosen_source, chosen_path)
+    artifact = read_metadata(chosen_source)
+    write_metadata(
+        chosen_path,
+        artifact.model_copy(
+            update={"file": chosen_path.name, "extra": {**artifact.extra, "format": selection.chosen}}
+        ),
+    )
+    student = evaluations[selection.chosen]
+    report = EvaluationReport(
+        dataset_fingerprint=splits.fingerprint, teacher=teacher, teacher_eager=teacher_eager, student=student
+    )
+    report_path.write_text(report.model_dump_json(indent=2))
+    plot_confusion_matrix(
+        student.confusion_matrix, confusion_png, f"{selection.chosen} on {splits.name} (test)"
+    )
+    for line in selection.reasons:
+        log.info("optimizer: %s", line)
+    metrics: dict[str, float] = {}
+    for role, e in (("teacher", teacher), ("teacher_eager", teacher_eager), ("student", student)):
+        metrics |= {f"{role}.{f}": float(getattr(e, f)) for f in SUMMARY_FIELDS if f != "format"}
+    for fmt, e in evaluations.items():
+        metrics |= {f"candidate.{fmt}.{f}": float(getattr(e, f)) for f in SUMMARY_FIELDS if f != "format"}
+    registry.log_metrics(cfg.registry, run_id, metrics)
+    registry.set_tags(
+        cfg.registry,
+        run_id,
+        {
+            "slipway.teacher": summary_view(teacher, teacher_eager),
+            "slipway.student": summary_view(student),
+            "slipway.optimize": {"chosen": selection.chosen, "reasons": selection.reasons},
+        },
+    )
+    registry.log_artifact(cfg.registry, run_id, report_path, "evaluation", "report.json")
+    registry.log_artifact(cfg.registry, run_id, confusion_png, "evaluation", "confusion_matrix.png")
+    with tempfile.TemporaryDirectory() as tmp:
+        selection_file = Path(tmp) / "selection.json"
+        selection_file.write_text(selection.model_dump_json(indent=2))
+        registry.log_artifact(cfg.registry, run_id, selection_file, "evaluation")
+    if (parent := checkpoints.get(selection.chosen)) is not None and parent.is_file():
+        registry.log_artifact(cfg.registry, run_id, parent, CHECKPOINT_ARTIFACT, CHECKPOINT_FILE)
+    return report, selection
+
+
+def resolve_source(cfg: SlipwayConfig, run_id: str, model_path: Path) -> dict[str, Any]:
+    """Fetch what the optimize pipeline starts from: `source.checkpoint`, or a registered version's checkpoint.
+
+    Registered versions hold ONNX; the PyTorch parent that pruning needs is the `checkpoint/model.pt` artifact
+    that select_format logged into the version's training run.
+    """
+    src = cfg.source
+    if src.checkpoint is not None:
+        path = Path(src.checkpoint)
+        if not path.is_file():
+            raise NotFoundError(f"source.checkpoint: {path} is not a file; expected a Slipway .pt checkpoint")
+        load_model(path)  # fail early on a foreign file
+        shutil.copyfile(path, model_path)
+        origin: dict[str, Any] = {"checkpoint": str(path)}
+    else:
+        import mlflow
+
+        name = src.model_name or cfg.registry.model_name
+        client = registry._client(cfg.registry)
+        try:
+            mv = (
+                client.get_model_version(name, src.version)
+                if src.version is not None
+                else client.get_model_version_by_alias(name, src.alias)
+            )
+        except mlflow.exceptions.MlflowException as err:
+            which = f"version {src.version}" if src.version is not None else f"alias {src.alias!r}"
+            raise NotFoundError(
+                f"registered model {name!r} {which} not found at {registry.tracking_uri(cfg.registry)}: "
+                f"{err.message}"
+            ) from None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=mv.run_id, artifact_path=f"{CHECKPOINT_ARTIFACT}/{CHECKPOINT_FILE}", dst_path=tmp
+                )
+            except Exception as err:  # mlflow raises several types for a missing artifact
+                raise RegistryError(
+                    f"{name} v{mv.version}: its run {mv.run_id} has no {CHECKPOINT_ARTIFACT}/{CHECKPOINT_FILE} "
+                    f"artifact, so there is no PyTorch model to prune; set source.checkpoint instead ({err})"
+                ) from None
+            shutil.copyfile(local, model_path)
+        origin = {"model_name": name, "version": str(mv.version), "source_run": mv.run_id}
+    model, payload = load_model(model_path)
+    origin |= {"params": count_parameters(model), "spec": payload["spec"]}
+    registry.set_tags(cfg.registry, run_id, {"slipway.source": origin})
+    return origin
+
+
+def build_tensorrt_engine(
+    cfg: SlipwayConfig,
+    run_id: str,
+    dataset_path: Path,
+    onnx_path: Path,
+    int8_onnx: Path | None,
+    engine_path: Path,
+) -> dict[str, Any]:
+    """Build and check a TensorRT engine (GPU image only); records it on the run, beside the CPU choice."""
+    from slipway.compression.tensorrt import build_engine
+
+    splits = data_lib.load_splits(dataset_path)
+    trt_cfg = cfg.compress.tensorrt
+    source = int8_onnx if trt_cfg.int8 and int8_onnx is not None and produced(int8_onnx) else onnx_path
+    artifact = build_engine(source, engine_path, trt_cfg, splits.x_val[: cfg.export.parity_samples])
+    registry.set_tags(
+        cfg.registry, run_id, {"slipway.tensorrt": artifact.model_dump(exclude={"inputs", "outputs"})}
+    )
+    return json.loads(artifact.model_dump_json())

@@ -1,0 +1,63 @@
+"""The pipeline's deploy step: a KServe canary rollout in the cluster, a served smoke test on one machine.
+
+Locally the packaged repository is served by `slipway serve` on 127.0.0.1, smoke-tested over HTTP and gRPC
+with tritonclient (the same client code that talks to KServe + Triton), and stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from slipway import registry
+from slipway.cluster.storage import s3_uri
+from slipway.core.config import SlipwayConfig
+
+log = logging.getLogger(__name__)
+
+
+def deploy_local(repo_dir: Path, model: str) -> dict[str, Any]:
+    from slipway.serving.client import smoke_test
+    from slipway.serving.server import start_server
+
+    with start_server(repo_dir) as server:
+        http = smoke_test(server.url, model, "http")
+        grpc = smoke_test(server.grpc_url, model, "grpc")
+    return {"target": "local", "model": model, "smoke": {"http": http, "grpc": grpc}}
+
+
+def deploy_kserve(cfg: SlipwayConfig, repo_uri: str, model: str) -> dict[str, Any]:
+    from slipway.cluster.kserve import build_inference_service
+    from slipway.cluster.kube import custom_objects_api
+    from slipway.cluster.prometheus import PrometheusClient
+    from slipway.cluster.rollout import Rollout, RolloutSettings
+
+    d = cfg.deploy
+    body = build_inference_service(
+        d.name or model,
+        d.namespace,
+        s3_uri(repo_uri),
+        "onnx",
+        canary_traffic_percent=d.canary_traffic_percent,
+        logger_url=d.logger_url,
+        service_account=d.service_account,
+    )
+    prometheus = PrometheusClient(d.prometheus_url) if d.prometheus_url else None
+    settings = RolloutSettings(ready_timeout_s=d.ready_timeout_s, analysis_s=d.analysis_s, triton_model=model)
+    result = Rollout(custom_objects_api(), settings, prometheus=prometheus).deploy(body)
+    return {"target": "kserve", "model": model, **result.to_dict()}
+
+
+def deploy_model(cfg: SlipwayConfig, run_id: str, repo_dir: Path, repo_uri: str) -> dict[str, Any]:
+    """Deploy the packaged repository where `deploy.target` says; the outcome is tagged on the MLflow run."""
+    model = cfg.registry.model_name
+    if cfg.deploy.target == "none":
+        outcome: dict[str, Any] = {"target": "none", "model": model}
+    elif cfg.deploy.target == "local":
+        outcome = deploy_local(repo_dir, model)
+    else:
+        outcome = deploy_kserve(cfg, repo_uri, model)
+    registry.set_tags(cfg.registry, run_id, {"slipway.deploy": {k: outcome[k] for k in ("target", "model")}})
+    log.info("deployed %s to %s", model, cfg.deploy.target)
+    return outcome

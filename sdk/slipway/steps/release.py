@@ -1,0 +1,64 @@
+"""The release steps: gate the candidate, register it, promote it, package it for Triton."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from slipway import registry
+from slipway.core.artifacts import verify_artifact
+from slipway.core.config import SlipwayConfig
+from slipway.evaluation.gate import GateDecision, decide
+from slipway.steps.common import EvaluationReport
+
+log = logging.getLogger(__name__)
+
+
+def gate_candidate(cfg: SlipwayConfig, run_id: str, report_path: Path, decision_path: Path) -> GateDecision:
+    """Decide against thresholds, the teacher and the registry's champion; the decision is data, not an error."""
+    report = EvaluationReport.model_validate_json(report_path.read_text())
+    decision = decide(
+        report.student, report.teacher, cfg.gate, registry.champion(cfg.registry), report.dataset_fingerprint
+    )
+    decision_path.write_text(decision.model_dump_json(indent=2))
+    registry.set_tags(
+        cfg.registry, run_id, {"slipway.gate": {"passed": decision.passed, "reasons": decision.reasons}}
+    )
+    for line in decision.reasons:
+        log.info("gate: %s", line)
+    return decision
+
+
+def register_candidate(
+    cfg: SlipwayConfig, run_id: str, student_onnx: Path, report_path: Path, decision_path: Path
+) -> registry.RegisteredVersion:
+    """Register the student as a new version (alias challenger) with its lineage and gate outcome."""
+    artifact = verify_artifact(student_onnx)
+    report = EvaluationReport.model_validate_json(report_path.read_text())
+    decision = GateDecision.model_validate_json(decision_path.read_text())
+    tags = {
+        "slipway.sha256": artifact.sha256,
+        "slipway.source_run": run_id,
+        "slipway.dataset_fingerprint": report.dataset_fingerprint,
+        "slipway.accuracy": f"{report.student.accuracy:.6f}",
+        "slipway.format": report.student.format,
+        "slipway.gate_passed": str(decision.passed).lower(),
+    }
+    version = registry.register_onnx(cfg.registry, run_id, student_onnx, tags)
+    registry.set_tags(cfg.registry, run_id, {"slipway.registry": version.model_dump()})
+    return version
+
+
+def promote_candidate(cfg: SlipwayConfig, run_id: str, version: str) -> registry.RegisteredVersion:
+    promoted = registry.promote(cfg.registry, version)
+    registry.set_tags(cfg.registry, run_id, {"slipway.registry": promoted.model_dump()})
+    return promoted
+
+
+def package_for_triton(cfg: SlipwayConfig, run_id: str, student_onnx: Path, repo_dir: Path) -> Path:
+    """Write the Triton model repository for the student from its typed metadata."""
+    from slipway.serving.triton_repository import write_model
+
+    model_dir = write_model(repo_dir, cfg.registry.model_name, student_onnx, cfg.triton)
+    registry.set_tags(cfg.registry, run_id, {"slipway.model_repository": str(repo_dir)})
+    return model_dir
