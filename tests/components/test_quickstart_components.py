@@ -8,12 +8,12 @@ from kfp import dsl
 
 from slipway.components.data import prepare_data
 from slipway.components.distill import distill_student
-from slipway.components.evaluate import evaluate
 from slipway.components.export import export_onnx
 from slipway.components.gate import gate
 from slipway.components.package import package_triton
 from slipway.components.promote import promote
 from slipway.components.register import register
+from slipway.components.select_format import select_format
 from slipway.components.train import train_teacher
 from slipway.registry import champion
 from slipway.serving.triton_repository import read_model_config
@@ -47,17 +47,26 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
     assert student_onnx.metadata["artifact"]["sha256"]
 
     report, cm, metrics = a(dsl.Artifact, "report"), a(dsl.Artifact, "cm"), a(dsl.Metrics, "metrics")
-    evaluate.python_func(
+    chosen = a(dsl.Model, "chosen.onnx")
+    not_produced = a(dsl.Model, "not-produced")  # a disabled compression output: no file
+    fmt = select_format.python_func(
         config=config,
         run_id=run_id,
         dataset=dataset,
         teacher=teacher,
         teacher_onnx=teacher_onnx,
+        student=student,
         student_onnx=student_onnx,
+        pruned=not_produced,
+        pruned_onnx=not_produced,
+        int8_onnx=not_produced,
+        fp16_onnx=not_produced,
+        chosen_model=chosen,
         report=report,
         confusion_matrix=cm,
         metrics=metrics,
     )
+    assert fmt == "onnx-fp32" and chosen.metadata["format"] == fmt
     assert set(json.loads(Path(report.path).read_text())) >= {"teacher", "teacher_eager", "student"}
     assert Path(cm.path).read_bytes()[:4] == b"\x89PNG"
 
@@ -66,7 +75,7 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
     assert passed == decision.metadata["passed"] and decision.metadata["reasons"]
 
     version = register.python_func(
-        config=config, run_id=run_id, student_onnx=student_onnx, report=report, decision=decision
+        config=config, run_id=run_id, student_onnx=chosen, report=report, decision=decision
     )
     assert version == "1"
     assert promote.python_func(config=config, run_id=run_id, version=version) == "challenger,champion"
