@@ -44,7 +44,7 @@ def tracking_uri(cfg: RegistryConfig) -> str:
     return uri
 
 
-def _client(cfg: RegistryConfig):
+def mlflow_client(cfg: RegistryConfig):
     import mlflow
 
     uri = tracking_uri(cfg)
@@ -87,7 +87,7 @@ def start_run(
     cfg: RegistryConfig, run_key: str, artifact_location: str | None, params: dict[str, Any]
 ) -> str:
     """Create the tracking run for one pipeline run; `run_key` lets the launcher find it afterwards."""
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is None:
         experiment_id = client.create_experiment(cfg.experiment, artifact_location=artifact_location or None)
@@ -102,13 +102,13 @@ def start_run(
 
 
 def log_metrics(cfg: RegistryConfig, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value), step=step)
 
 
 def set_tags(cfg: RegistryConfig, run_id: str, tags: dict[str, Any]) -> None:
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     for key, value in tags.items():
         client.set_tag(run_id, key, value if isinstance(value, str) else json.dumps(value))
 
@@ -121,7 +121,7 @@ def log_artifact(
     name: str | None = None,
 ) -> None:
     """Log a file into the run; `name` renames it (KFP output paths carry no file extension)."""
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     if name is None:
         client.log_artifact(run_id, str(path), artifact_path)
         return
@@ -132,7 +132,7 @@ def log_artifact(
 
 
 def find_run(cfg: RegistryConfig, run_key: str) -> Any:
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is None:
         raise NotFoundError(f"MLflow experiment {cfg.experiment!r} not found at {tracking_uri(cfg)}")
@@ -151,7 +151,7 @@ def register_onnx(
     import mlflow
     import onnx
 
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     with _fluent_store(tracking_uri(cfg)), mlflow.start_run(run_id=run_id):
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)),
@@ -167,7 +167,7 @@ def register_onnx(
 
 
 def describe_version(cfg: RegistryConfig, version: str, run_id: str | None = None) -> RegisteredVersion:
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     mv = client.get_model_version(cfg.model_name, version)
     return RegisteredVersion(
         tracking_uri=tracking_uri(cfg),
@@ -180,7 +180,7 @@ def describe_version(cfg: RegistryConfig, version: str, run_id: str | None = Non
 
 def promote(cfg: RegistryConfig, version: str) -> RegisteredVersion:
     """Move the `champion` alias to this version (the previous champion keeps its version, loses the alias)."""
-    _client(cfg).set_registered_model_alias(cfg.model_name, CHAMPION, version)
+    mlflow_client(cfg).set_registered_model_alias(cfg.model_name, CHAMPION, version)
     return describe_version(cfg, version)
 
 
@@ -188,7 +188,7 @@ def champion(cfg: RegistryConfig) -> Champion | None:
     """The current champion with the metrics the gate compares against, or None when there is none yet."""
     import mlflow
 
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     try:
         mv = client.get_model_version_by_alias(cfg.model_name, CHAMPION)
     except mlflow.exceptions.MlflowException:

@@ -304,7 +304,7 @@ def resolve_source(cfg: SlipwayConfig, run_id: str, model_path: Path) -> dict[st
         import mlflow
 
         name = src.model_name or cfg.registry.model_name
-        client = registry._client(cfg.registry)
+        client = registry.mlflow_client(cfg.registry)
         try:
             mv = (
                 client.get_model_version(name, src.version)
