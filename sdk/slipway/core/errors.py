@@ -62,5 +62,11 @@ class OverloadedError(SlipwayError):
     http_status = 503
 
 
+class PayloadTooLargeError(SlipwayError):
+    """A request body exceeds the server's `--max-body-bytes`; it is refused before being buffered."""
+
+    http_status = 413
+
+
 class ClusterError(SlipwayError):
     """A Kubernetes or Kubeflow API call failed or timed out."""

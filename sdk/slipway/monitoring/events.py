@@ -3,7 +3,7 @@
 KServe's logger posts one CloudEvent per request and one per response (binary content mode: `ce-*` headers,
 JSON body). `ce-id` is the inference id shared by a request and its response; `ce-type` says which one it is.
 Structured mode (`application/cloudevents+json`) is accepted too. Every rejection is a SlipwayError whose
-message names the offending field, so a server maps it to 400/413/415 and never to 500.
+message names the offending field, so a server maps it to 400/415 and never to 500.
 """
 
 from __future__ import annotations
@@ -46,12 +46,6 @@ STRUCTURED_TYPES = ("application/cloudevents+json",)
 
 class EventError(DataError):
     """An event or batch is malformed; the message names the field."""
-
-
-class PayloadTooLargeError(SlipwayError):
-    """The request body is larger than the monitor accepts (`--max-body-bytes`)."""
-
-    http_status = 413
 
 
 class UnsupportedMediaTypeError(SlipwayError):

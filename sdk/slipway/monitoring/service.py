@@ -36,6 +36,7 @@ from slipway.core.errors import DataError, NotFoundError, SlipwayError
 from slipway.monitoring import events as ev
 from slipway.monitoring.drift import DriftConfig, DriftResult, FeatureSet
 from slipway.monitoring.store import AppendOutcome, Record, SegmentStore, StoreConfig
+from slipway.serving.http_body import read_limited_body
 
 logger = logging.getLogger(__name__)
 
@@ -282,24 +283,6 @@ class Monitor:
         return out
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read at most `limit` bytes of body; larger bodies are refused with 413 before being buffered."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ev.EventError("content-length: not a non-negative integer")
-        if int(declared) > limit:
-            raise ev.PayloadTooLargeError(f"body of {declared} bytes exceeds --max-body-bytes={limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ev.PayloadTooLargeError(f"body exceeds --max-body-bytes={limit}")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _parse(fn: Any, *args: Any) -> Any:
     """Parse small bodies inline (fast path) and large ones in a thread so the loop keeps serving."""
     if sum(len(a) for a in args if isinstance(a, bytes)) > OFFLOAD_PARSE_BYTES:
@@ -346,19 +329,19 @@ def create_app(settings: MonitorSettings) -> Starlette:
             raise ev.UnsupportedMediaTypeError("content-type: expected application/json")
 
     async def post_event(request: Request) -> Response:
-        body = await read_body(request, limit)
+        body = await read_limited_body(request, limit)
         event = await _parse(ev.parse_cloudevent, dict(request.headers), body)
         return _ack(await monitor.ingest([event]), id=event.event_id, kind=event.kind)
 
     async def post_batch(request: Request) -> Response:
         require_json(request)
-        body = await read_body(request, limit)
+        body = await read_limited_body(request, limit)
         items = await _parse(ev.parse_batch, body, uuid.uuid4)
         return _ack(await monitor.ingest(items), ids=sorted({i.event_id for i in items}))
 
     async def post_feedback(request: Request) -> Response:
         require_json(request)
-        body = await read_body(request, limit)
+        body = await read_limited_body(request, limit)
         items = await _parse(ev.parse_feedback, body)
         return _ack(await monitor.ingest(items))
 

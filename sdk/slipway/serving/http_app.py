@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from slipway.core.errors import SlipwayError
+from slipway.serving.http_body import read_limited_body
 from slipway.serving.loader import NUMPY_TO_V2, LoadedModel
 from slipway.serving.service import InferenceService
 from slipway.serving.validation import InvalidInputError, RequestTensor, check_outputs, decode_inputs
@@ -30,33 +31,12 @@ HEADER_LENGTH = "inference-header-content-length"
 JSON_TYPE = "application/json"
 
 
-class PayloadTooLargeError(SlipwayError):
-    """The request body exceeds --max-body-bytes."""
-
-    http_status = 413
-
-
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload, separators=(",", ":")).encode(), status, media_type=JSON_TYPE)
 
 
 def _error(status: int, message: str) -> Response:
     return _json({"error": message}, status)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused as soon as it passes the limit (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _parse_json(raw: bytes | memoryview) -> Any:
@@ -240,7 +220,7 @@ def build_app(service: InferenceService) -> Starlette:
         return _json(service.statistics(request.path_params.get("model", ""), version(request)))
 
     async def repository_index(request: Request) -> Response:
-        body = await _read_body(request, limit)
+        body = await read_limited_body(request, limit)
         ready_only = False
         if body.strip():
             parsed = _parse_json(body)
@@ -260,7 +240,7 @@ def build_app(service: InferenceService) -> Starlette:
         try:
             service.incoming += 1  # tells the batcher another request is on its way
             try:
-                body = await _read_body(request, limit)
+                body = await read_limited_body(request, limit)
                 model = service.model_for_infer(name, version(request))
                 payload, binary = _split_request(body, request.headers.get(HEADER_LENGTH))
                 arrays = decode_inputs(model, _request_tensors(payload, binary))
