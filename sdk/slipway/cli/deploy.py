@@ -10,11 +10,12 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
+from slipway.cli.errors import fail
 from slipway.cluster.kserve import ResourceSettings, build_inference_service
 from slipway.cluster.kube import custom_objects_api
 from slipway.cluster.prometheus import QUERIES, CanaryMargins, PrometheusClient
@@ -25,12 +26,6 @@ from slipway.core.errors import ConfigError, SlipwayError
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_HELD = 3
-
-
-def _fail(exc: SlipwayError) -> NoReturn:
-    """Show the SlipwayError's message without a traceback and keep its exit code."""
-    error_class = type("SlipwayClickError", (click.ClickException,), {"exit_code": exc.exit_code})
-    raise error_class(str(exc))
 
 
 def _emit(result: RolloutResult) -> None:
@@ -150,9 +145,9 @@ def deploy(**opts: Any) -> None:
         api = custom_objects_api(opts["kubeconfig"], opts["context"])
         result = Rollout(api, settings, prometheus=prometheus).deploy(body, wait=opts["wait"])
     except ValidationError as exc:
-        _fail(ConfigError(str(exc)))
+        fail(ConfigError(str(exc)))
     except SlipwayError as exc:
-        _fail(exc)
+        fail(exc)
     _emit(result)
 
 
@@ -173,7 +168,7 @@ def status(**opts: Any) -> None:
     try:
         st = _rollout_for(opts).status(opts["name"], opts["namespace"])
     except SlipwayError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(json.dumps(st.to_dict(), indent=2, sort_keys=True))
 
 
@@ -185,7 +180,7 @@ def promote(**opts: Any) -> None:
     try:
         result = _rollout_for(opts).promote(opts["name"], opts["namespace"], wait=opts["wait"])
     except SlipwayError as exc:
-        _fail(exc)
+        fail(exc)
     _emit(result)
 
 
@@ -200,5 +195,5 @@ def rollback(**opts: Any) -> None:
             opts["name"], opts["namespace"], wait=opts["wait"], reason=opts["reason"]
         )
     except SlipwayError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))

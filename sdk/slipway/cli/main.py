@@ -7,15 +7,14 @@ from pathlib import Path
 
 import click
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from slipway import __version__
+from slipway.cli.errors import fail
 from slipway.core.errors import SlipwayError
 from slipway.core.logs import output_console
 
 console = output_console()
-err_console = Console(stderr=True)
 
 config_option = click.option(
     "--config",
@@ -42,14 +41,13 @@ def _resolve(pipeline: str, config_file: str | None, overrides: tuple[str, ...])
 
 
 class SlipwayGroup(click.Group):
-    """Turns every SlipwayError into a one-paragraph message and its exit code, never a traceback."""
+    """Turns every SlipwayError a command raises into `error: ...` and its exit code, never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except SlipwayError as err:
-            err_console.print(f"[red bold]error:[/] {err}", highlight=False)
-            sys.exit(err.exit_code)
+            fail(err)
 
 
 @click.group(cls=SlipwayGroup)
