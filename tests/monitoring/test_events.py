@@ -9,6 +9,7 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
+from slipway.core.errors import EventError, UnsupportedMediaTypeError
 from slipway.monitoring import events as ev
 
 from .conftest import v2_request, v2_response
@@ -116,7 +117,7 @@ def test_structured_payload_roundtrip() -> None:
 def test_bad_events_name_the_field(mutate, field: str) -> None:
     headers, body = to_binary(_event("request", v2_request(np.ones((1, 2), np.float32))))
     headers, body = mutate(headers, body)
-    with pytest.raises(ev.EventError, match=field.replace("[", r"\[").replace("]", r"\]")) as info:
+    with pytest.raises(EventError, match=field.replace("[", r"\[").replace("]", r"\]")) as info:
         ev.parse_cloudevent(headers, body)
     assert info.value.http_status == 400
 
@@ -124,15 +125,15 @@ def test_bad_events_name_the_field(mutate, field: str) -> None:
 def test_wrong_content_type_is_415() -> None:
     headers, body = to_binary(_event("request", v2_request(np.ones((1, 2), np.float32))))
     headers["content-type"] = "text/plain"
-    with pytest.raises(ev.UnsupportedMediaTypeError) as info:
+    with pytest.raises(UnsupportedMediaTypeError) as info:
         ev.parse_cloudevent(headers, body)
     assert info.value.http_status == 415
-    with pytest.raises(ev.UnsupportedMediaTypeError):
+    with pytest.raises(UnsupportedMediaTypeError):
         ev.parse_cloudevent({"content-type": "application/xml"}, b"<a/>")
 
 
 def test_plain_json_without_ce_headers_is_400() -> None:
-    with pytest.raises(ev.EventError, match="ce-specversion"):
+    with pytest.raises(EventError, match="ce-specversion"):
         ev.parse_cloudevent({"content-type": "application/json"}, b"{}")
 
 
@@ -154,7 +155,7 @@ def test_batch_with_outputs_and_generated_ids() -> None:
 def test_feedback_parsing() -> None:
     items = ev.parse_feedback(b'[{"id": "a", "labels": [1, 2]}, {"id": "b", "label": 3}]')
     assert [(f.key, f.labels) for f in items] == [("feedback:a", (1, 2)), ("feedback:b", (3,))]
-    with pytest.raises(ev.EventError, match="labels"):
+    with pytest.raises(EventError, match="labels"):
         ev.parse_feedback(b'{"id": "a", "labels": [1.5]}')
-    with pytest.raises(ev.EventError, match=r"body\.id"):
+    with pytest.raises(EventError, match=r"body\.id"):
         ev.parse_feedback(b'{"labels": [1]}')

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from slipway.core.errors import StoreError
 from slipway.monitoring.store import (
     HEADER,
     Record,
     SegmentStore,
     StoreConfig,
-    StoreError,
     frame,
     iter_records_newest_first,
     parse_frames,

@@ -1,4 +1,8 @@
-"""One exception root, so the CLI and the servers can turn every deliberate failure into a clear message."""
+"""One exception root, so the CLI and the servers can turn every deliberate failure into a clear message.
+
+Every Slipway exception class lives here (KServe `errors.py` style): its `http_status` says how both servers
+(`slipway serve`, `slipway monitor serve`) answer it, so the mapping is read in one place.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ from __future__ import annotations
 class SlipwayError(Exception):
     """A failure Slipway explains to the user: the message says what was wrong and what to do.
 
-    `http_status` says how a server reports it (4xx; 503 only for load shedding); the CLI prints the
-    message without a traceback and exits with `exit_code`.
+    `http_status` says how a server reports it (4xx for the caller's mistakes; 503 when it sheds load or cannot
+    store, 500 only for a model that fails on valid input); the CLI prints the message without a traceback and
+    exits with `exit_code`.
     """
 
     http_status: int = 400
@@ -62,10 +67,50 @@ class OverloadedError(SlipwayError):
     http_status = 503
 
 
+class RequestTimeoutError(OverloadedError):
+    """A request waited longer than its timeout; like a full queue, the client should back off and retry."""
+
+
 class PayloadTooLargeError(SlipwayError):
     """A request body exceeds the server's `--max-body-bytes`; it is refused before being buffered."""
 
     http_status = 413
+
+
+class InvalidInputError(SlipwayError):
+    """A request that can never succeed as sent: unknown model or tensor, wrong shape, dtype, size or values."""
+
+    http_status = 400
+
+
+class ModelExecutionError(SlipwayError):
+    """ONNX Runtime failed on inputs that passed validation: a server-side fault, reported as 500."""
+
+    http_status = 500
+
+
+class InferenceClientError(SlipwayError):
+    """The server refused or failed a call; the message carries its status and reason."""
+
+
+class EventError(DataError):
+    """A payload-logger event, v2 batch or feedback is malformed; the message names the field."""
+
+
+class UnsupportedMediaTypeError(SlipwayError):
+    """The content type is not JSON / CloudEvents JSON."""
+
+    http_status = 415
+
+
+class StoreError(SlipwayError):
+    """The store cannot write or open its files (disk full, permissions, another writer holds the lock)."""
+
+    http_status = 503
+
+
+class DriftError(SlipwayError):
+    """Evidently could not compute the report (for example a column with no usable values)."""
 
 
 class ClusterError(SlipwayError):

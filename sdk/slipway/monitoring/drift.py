@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from slipway.core.errors import DataError, SlipwayError
+from slipway.core.errors import DataError, DriftError
 from slipway.monitoring import features as feats
 
 logger = logging.getLogger(__name__)
@@ -101,10 +101,6 @@ def _register_stattests() -> None:
         default_impl=_chi2_two_sample,
     )
     _registered = True
-
-
-class DriftError(SlipwayError):
-    """Evidently could not compute the report (for example a column with no usable values)."""
 
 
 class DriftConfig(BaseModel):

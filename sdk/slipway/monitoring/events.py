@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from slipway.core.errors import DataError, SlipwayError
+from slipway.core.errors import EventError, UnsupportedMediaTypeError
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
@@ -42,16 +42,6 @@ MAX_ID_CHARS = 256
 MAX_BATCH_ITEMS = 1024
 JSON_TYPES = ("application/json",)
 STRUCTURED_TYPES = ("application/cloudevents+json",)
-
-
-class EventError(DataError):
-    """An event or batch is malformed; the message names the field."""
-
-
-class UnsupportedMediaTypeError(SlipwayError):
-    """The content type is not JSON / CloudEvents JSON."""
-
-    http_status = 415
 
 
 @dataclass(frozen=True)

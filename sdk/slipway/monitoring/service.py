@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from slipway.core.errors import DataError, NotFoundError, SlipwayError
+from slipway.core.errors import DataError, NotFoundError, SlipwayError, UnsupportedMediaTypeError
 from slipway.monitoring import events as ev
 from slipway.monitoring.drift import DriftConfig, DriftResult, FeatureSet
 from slipway.monitoring.store import AppendOutcome, Record, SegmentStore, StoreConfig
@@ -326,7 +326,7 @@ def create_app(settings: MonitorSettings) -> Starlette:
 
     def require_json(request: Request) -> None:
         if ev.media_type(request.headers.get("content-type")) not in ev.JSON_TYPES:
-            raise ev.UnsupportedMediaTypeError("content-type: expected application/json")
+            raise UnsupportedMediaTypeError("content-type: expected application/json")
 
     async def post_event(request: Request) -> Response:
         body = await read_limited_body(request, limit)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from slipway.core.errors import DataError, OverloadedError, SlipwayError
+from slipway.core.errors import DataError, OverloadedError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,6 @@ HEADER = struct.Struct("<4sIHI")  # magic, payload length, key length, crc32 of 
 SEGMENT_RE = re.compile(r"^seg-(\d{12})\.log$")
 MAX_KEY_BYTES = 1024
 MAX_RECORD_BYTES = 256 * 1024 * 1024
-
-
-class StoreError(SlipwayError):
-    """The store cannot write or open its files (disk full, permissions, another writer holds the lock)."""
-
-    http_status = 503
 
 
 @dataclass(frozen=True)

@@ -22,21 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from slipway.core.errors import OverloadedError, SlipwayError
+from slipway.core.errors import ModelExecutionError, OverloadedError, RequestTimeoutError
 from slipway.serving.loader import LoadedModel
 from slipway.serving.stats import ModelStats, ServerMetrics
 
 log = logging.getLogger(__name__)
-
-
-class RequestTimeoutError(OverloadedError):
-    """A request waited longer than its timeout; like a full queue, the client should back off and retry."""
-
-
-class ModelExecutionError(SlipwayError):
-    """ONNX Runtime failed on inputs that passed validation: a server-side fault, reported as 500."""
-
-    http_status = 500
 
 
 @dataclass(eq=False)

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from slipway.core.errors import NotFoundError, OverloadedError, SlipwayError
+from slipway.core.errors import InferenceClientError, NotFoundError, OverloadedError, SlipwayError
 
 log = logging.getLogger(__name__)
 Protocol = Literal["http", "grpc"]
@@ -29,10 +29,6 @@ V2_DTYPES = {
     "float64": "FP64",
 }
 _DTYPES_V2 = {v: k for k, v in V2_DTYPES.items()}
-
-
-class InferenceClientError(SlipwayError):
-    """The server refused or failed a call; the message carries its status and reason."""
 
 
 def _split_url(url: str) -> tuple[str, bool]:

@@ -18,10 +18,10 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from slipway.core.errors import SlipwayError
+from slipway.core.errors import InvalidInputError, SlipwayError
 from slipway.serving.loader import NUMPY_TO_V2
 from slipway.serving.service import InferenceService
-from slipway.serving.validation import InvalidInputError, RequestTensor, check_outputs, decode_inputs
+from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
 log = logging.getLogger(__name__)
 

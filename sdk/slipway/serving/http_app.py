@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from slipway.core.errors import SlipwayError
+from slipway.core.errors import InvalidInputError, SlipwayError
 from slipway.serving.http_body import read_limited_body
 from slipway.serving.loader import NUMPY_TO_V2, LoadedModel
 from slipway.serving.service import InferenceService
-from slipway.serving.validation import InvalidInputError, RequestTensor, check_outputs, decode_inputs
+from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
 log = logging.getLogger(__name__)
 HEADER_LENGTH = "inference-header-content-length"

@@ -16,11 +16,11 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 import slipway
-from slipway.core.errors import NotFoundError, SlipwayError
+from slipway.core.errors import InvalidInputError, NotFoundError, SlipwayError
 from slipway.serving.batcher import ModelBatcher
 from slipway.serving.loader import LoadedModel
 from slipway.serving.stats import ModelStats, ServerMetrics
-from slipway.serving.validation import InvalidInputError, batch_size
+from slipway.serving.validation import batch_size
 
 SERVER_NAME = "slipway"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]

@@ -13,18 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from slipway.core.errors import SlipwayError
+from slipway.core.errors import InvalidInputError
 from slipway.serving.loader import LoadedModel, TensorInfo
 
 # numpy kinds a JSON/typed value list may have for each target kind (ints are fine for float tensors).
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
 MAX_DIMS = 16
-
-
-class InvalidInputError(SlipwayError):
-    """A request that can never succeed as sent: unknown model or tensor, wrong shape, dtype, size or values."""
-
-    http_status = 400
 
 
 @dataclass
