@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,17 +27,12 @@ import click
 import numpy as np
 import orjson
 
+from slipway.serving.server import free_port
+
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 SAMPLE_SHAPES = ((1, 1, 8, 8), (1, 1, 28, 28))  # digits-sized and MNIST-sized single-sample events
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def start_monitor(
@@ -145,7 +139,7 @@ def bench_ingest(
     rng = np.random.default_rng(0)
     results = []
     with tempfile.TemporaryDirectory(prefix="slipway-bench-") as tmp:
-        port = free_port()
+        port = free_port(HOST)
         proc = start_monitor(Path(tmp) / "data", port, ["--drift-every", "0"])
         try:
             for run in range(runs):

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from benchmarks import monitoring as bench
 from slipway.monitoring.window import Samples, save_samples
+from slipway.serving.server import free_port
 
 
 @dataclass
@@ -67,7 +68,7 @@ class RunningMonitor:
 
 def start(data_dir: Path, reference: Path | None = None, extra: list[str] | None = None) -> RunningMonitor:
     """Start the real `monitor serve` CLI in a subprocess on a free 127.0.0.1 port."""
-    port = bench.free_port()
+    port = free_port()
     args = list(extra or [])
     if reference is not None:
         args += ["--reference", str(reference)]

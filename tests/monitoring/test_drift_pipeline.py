@@ -99,10 +99,10 @@ def test_pipeline_reads_window_and_reference_from_a_running_monitor(
 
 
 def test_unreachable_monitor_is_an_error_naming_the_url(tmp_path: Path) -> None:
-    from benchmarks import monitoring as bench
     from slipway.core.errors import DataError
+    from slipway.serving.server import free_port
 
-    url = f"http://127.0.0.1:{bench.free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     config = load_config("drift", [f"monitor.url={url}"]).model_dump(mode="json", exclude_none=True)
     window = dsl.Dataset(name="window", uri=str(tmp_path / "window"), metadata={})
     with pytest.raises(DataError, match=rf"GET {url}/v1/window\?size=500: .*monitor reachable"):

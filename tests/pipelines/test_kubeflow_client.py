@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from slipway.cli.main import SlipwayGroup
 from slipway.cluster import kfp_client as kubeflow
 from slipway.cluster.kfp_client import RunFailedError
 from slipway.core.errors import ClusterError, ConfigError, NotFoundError
+from slipway.serving.server import free_port
 
 SENTINELS = {
     "MLFLOW_TRACKING_URI": "http://sentinel-uri.invalid",
@@ -62,12 +62,6 @@ def _cli() -> click.Group:
     for command in (submit, runs, schedule):
         cli.add_command(command)
     return cli
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_submit_sends_compiled_spec_with_config_and_no_secret_values(
@@ -181,7 +175,7 @@ def test_schedule_creates_a_recurring_run_with_kfp_cron(api: RunningDouble) -> N
 
 
 def test_a_host_that_is_down_fails_fast_and_clearly() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ClusterError, match=r"cannot reach Kubeflow Pipelines at http://127\.0\.0\.1"):
         submission.submit("quickstart", url)
     with pytest.raises(ConfigError, match="http"):
@@ -228,6 +222,6 @@ def test_cli_submit_wait_list_get_schedule(api: RunningDouble, monkeypatch: pyte
 
 
 def test_cli_host_down_exits_with_a_message() -> None:
-    result = CliRunner().invoke(_cli(), ["runs", "list", "--host", f"http://127.0.0.1:{_free_port()}"])
+    result = CliRunner().invoke(_cli(), ["runs", "list", "--host", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 1
     assert "cannot reach Kubeflow Pipelines" in result.output
