@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
 from slipway.core.errors import ArtifactIntegrityError, NotFoundError, TritonConfigError
+from slipway.serving.datatypes import NUMPY_TO_V2, V2_TO_NUMPY, from_triton_type, triton_type
 from slipway.serving.loader import SessionOptions, load_model, load_repository
 from slipway.serving.server import start_server
 from slipway.serving.triton_repository import CONFIG_FILE, read_model_config
@@ -25,6 +27,15 @@ def test_loads_every_model_with_instance_count(model_repo: Path) -> None:
     assert len(models["pair"].sessions) == 2 and len(models["digits"].sessions) == 1
     assert models["digits"].dynamic_batching and not models["direct"].dynamic_batching
     assert models["digits"].sessions[0].get_session_options().intra_op_num_threads == 1
+
+
+def test_datatype_table_names_real_triton_types() -> None:
+    """The one dtype table: every v2 name maps to a Triton config type and back, and to its numpy dtype."""
+    for name, datatype in NUMPY_TO_V2.items():
+        number = mc.DataType.Value(triton_type(datatype))
+        assert from_triton_type(mc.DataType.Name(number)) == datatype
+        assert V2_TO_NUMPY[datatype].name == name
+    assert from_triton_type("TYPE_STRING") is None and from_triton_type("FP32") is None
 
 
 def test_sha256_mismatch_refused_at_load(repo_copy: Path) -> None:

@@ -18,24 +18,11 @@ import numpy as np
 import orjson
 
 from slipway.core.errors import EventError, UnsupportedMediaTypeError
+from slipway.serving.datatypes import V2_TO_NUMPY
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 EVENT_KINDS: dict[str, Literal["request", "response"]] = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
-DATATYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
 MAX_TENSORS = 16
 MAX_RANK = 8
 MAX_ID_CHARS = 256
@@ -152,8 +139,8 @@ def parse_tensor(obj: Any, field: str) -> Tensor:
     ):
         raise EventError(f"{field}.shape: expected 1..{MAX_RANK} non-negative integers, got {shape!r:.80}")
     datatype = obj.get("datatype")
-    if datatype not in DATATYPES:
-        raise EventError(f"{field}.datatype: expected one of {sorted(DATATYPES)}, got {datatype!r:.40}")
+    if datatype not in V2_TO_NUMPY:
+        raise EventError(f"{field}.datatype: expected one of {sorted(V2_TO_NUMPY)}, got {datatype!r:.40}")
     data = obj.get("data")
     if not isinstance(data, list):
         raise EventError(f"{field}.data: expected a JSON array (binary tensor data is not supported)")
@@ -166,7 +153,7 @@ def parse_tensor(obj: Any, field: str) -> Tensor:
     arr = arr.reshape(-1)
     if arr.size != math.prod(shape):
         raise EventError(f"{field}: data has {arr.size} values but shape {shape} needs {math.prod(shape)}")
-    target = np.dtype(DATATYPES[datatype])
+    target = V2_TO_NUMPY[datatype]
     if arr.size and target.kind in "iu":
         info = np.iinfo(target)  # type: ignore[type-var]
         if arr.dtype.kind == "f" or arr.min() < info.min or arr.max() > info.max:

@@ -14,21 +14,10 @@ from urllib.parse import urlparse
 import numpy as np
 
 from slipway.core.errors import InferenceClientError, NotFoundError, OverloadedError, SlipwayError
+from slipway.serving.datatypes import NUMPY_TO_V2, V2_TO_NUMPY
 
 log = logging.getLogger(__name__)
 Protocol = Literal["http", "grpc"]
-V2_DTYPES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-}
-_DTYPES_V2 = {v: k for k, v in V2_DTYPES.items()}
 
 
 def _split_url(url: str) -> tuple[str, bool]:
@@ -141,9 +130,9 @@ class InferenceClient:
         input_name = input_name or meta["inputs"][0]["name"]
         output_name = output_name or meta["outputs"][0]["name"]
         array = np.ascontiguousarray(array)
-        if array.dtype.name not in V2_DTYPES:
-            raise SlipwayError(f"dtype {array.dtype} cannot be sent; use one of {sorted(V2_DTYPES)}")
-        tensor = self._mod.InferInput(input_name, list(array.shape), V2_DTYPES[array.dtype.name])
+        if array.dtype.name not in NUMPY_TO_V2:
+            raise SlipwayError(f"dtype {array.dtype} cannot be sent; use one of {sorted(NUMPY_TO_V2)}")
+        tensor = self._mod.InferInput(input_name, list(array.shape), NUMPY_TO_V2[array.dtype.name])
         if self.protocol == "http":
             tensor.set_data_from_numpy(array, binary_data=True)
             wanted = self._mod.InferRequestedOutput(output_name, binary_data=True)
@@ -183,7 +172,7 @@ def smoke_test(
         config = client.config(model)
         spec = meta["inputs"][0]
         shape = [1 if d == -1 else d for d in spec["shape"]]
-        dtype = np.dtype(_DTYPES_V2.get(spec["datatype"], "float32"))
+        dtype = V2_TO_NUMPY.get(spec["datatype"], np.dtype(np.float32))
         started = time.perf_counter()
         output = client.infer(model, np.zeros(shape, dtype=dtype))
         latency_ms = (time.perf_counter() - started) * 1000

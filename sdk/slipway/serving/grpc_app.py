@@ -19,7 +19,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from slipway.core.errors import InvalidInputError, SlipwayError
-from slipway.serving.loader import NUMPY_TO_V2
+from slipway.serving.datatypes import NUMPY_TO_V2
 from slipway.serving.service import InferenceService
 from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
@@ -154,7 +154,7 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
             for name in names:
                 arr = results[name]
-                response.outputs.add(name=name, datatype=NUMPY_TO_V2[arr.dtype], shape=arr.shape)
+                response.outputs.add(name=name, datatype=NUMPY_TO_V2[arr.dtype.name], shape=arr.shape)
                 response.raw_output_contents.append(np.ascontiguousarray(arr).tobytes())
             status = 200
             return response

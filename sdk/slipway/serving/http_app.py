@@ -21,8 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from slipway.core.errors import InvalidInputError, SlipwayError
+from slipway.serving.datatypes import NUMPY_TO_V2
 from slipway.serving.http_body import read_limited_body
-from slipway.serving.loader import NUMPY_TO_V2, LoadedModel
+from slipway.serving.loader import LoadedModel
 from slipway.serving.service import InferenceService
 from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
@@ -152,7 +153,11 @@ def _infer_response(
     blobs: list[bytes] = []
     for name in names:
         arr = results[name]
-        entry: dict[str, Any] = {"name": name, "datatype": NUMPY_TO_V2[arr.dtype], "shape": list(arr.shape)}
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": NUMPY_TO_V2[arr.dtype.name],
+            "shape": list(arr.shape),
+        }
         if name in binary:
             blob = np.ascontiguousarray(arr).tobytes()
             entry["parameters"] = {"binary_data_size": len(blob)}

@@ -17,29 +17,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from slipway.core.artifacts import ModelArtifact, verify_artifact
 from slipway.core.errors import NotFoundError, TritonConfigError
-from slipway.serving.triton_repository import (
-    MODEL_FILES,
-    TRITON_TO_NUMPY,
-    list_models,
-    model_versions,
-    read_model_config,
-)
+from slipway.serving.datatypes import V2_TO_NUMPY, from_triton_type
+from slipway.serving.triton_repository import MODEL_FILES, list_models, model_versions, read_model_config
 
 log = logging.getLogger(__name__)
 
-# Open Inference Protocol datatype names <-> numpy dtypes.
-V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-NUMPY_TO_V2 = {v: k for k, v in V2_TO_NUMPY.items()}
 ALLOW_NON_FINITE_PARAMETER = "allow_non_finite"
 SUPPORTED_PLATFORMS = ("onnxruntime_onnx",)
 
@@ -94,11 +76,11 @@ class SessionOptions:
 
 
 def _tensor_info(tensor: mc.ModelInput | mc.ModelOutput) -> TensorInfo:
-    triton_type = mc.DataType.Name(tensor.data_type)
-    if triton_type not in TRITON_TO_NUMPY:
-        raise TritonConfigError(f"tensor {tensor.name!r}: datatype {triton_type} is not supported here")
-    dtype = np.dtype(TRITON_TO_NUMPY[triton_type])
-    return TensorInfo(tensor.name, NUMPY_TO_V2[dtype], dtype, tuple(int(d) for d in tensor.dims))
+    triton_name = mc.DataType.Name(tensor.data_type)
+    datatype = from_triton_type(triton_name)
+    if datatype is None:
+        raise TritonConfigError(f"tensor {tensor.name!r}: datatype {triton_name} is not supported here")
+    return TensorInfo(tensor.name, datatype, V2_TO_NUMPY[datatype], tuple(int(d) for d in tensor.dims))
 
 
 def _providers(prefer_cuda: bool, kind: int) -> list[str]:

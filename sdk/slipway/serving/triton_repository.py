@@ -15,30 +15,20 @@ from tritonclient.grpc import model_config_pb2 as mc
 from slipway.core.artifacts import ModelArtifact, TensorSpec, verify_artifact, write_metadata
 from slipway.core.config import TritonConfig
 from slipway.core.errors import NotFoundError, TritonConfigError
+from slipway.serving.datatypes import NUMPY_TO_V2, triton_type
 
 CONFIG_FILE = "config.pbtxt"
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILES = {"onnx": "model.onnx", "tensorrt": "model.plan"}
-NUMPY_TO_TRITON = {
-    "bool": "TYPE_BOOL",
-    "uint8": "TYPE_UINT8",
-    "int8": "TYPE_INT8",
-    "int16": "TYPE_INT16",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "float16": "TYPE_FP16",
-    "float32": "TYPE_FP32",
-    "float64": "TYPE_FP64",
-}
-TRITON_TO_NUMPY = {v: k for k, v in NUMPY_TO_TRITON.items()}
 
 
 def _tensor(spec: TensorSpec, batched: bool, message: mc.ModelInput | mc.ModelOutput) -> None:
-    if spec.dtype not in NUMPY_TO_TRITON:
+    datatype = NUMPY_TO_V2.get(spec.dtype)
+    if datatype is None:
         raise TritonConfigError(f"tensor {spec.name!r}: dtype {spec.dtype} has no Triton type")
     dims = spec.shape[1:] if batched else spec.shape
     message.name = spec.name
-    message.data_type = mc.DataType.Value(NUMPY_TO_TRITON[spec.dtype])
+    message.data_type = mc.DataType.Value(triton_type(datatype))
     message.dims.extend(dims)
 
 
