@@ -11,7 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from slipway.core.errors import ArtifactIntegrityError, NotFoundError, TritonConfigError
 from slipway.serving.datatypes import NUMPY_TO_V2, V2_TO_NUMPY, from_triton_type, triton_type
-from slipway.serving.loader import SessionOptions, load_model, load_repository
+from slipway.serving.loader import SessionOptions, load_model_dir, load_repository
 from slipway.serving.server import start_server
 from slipway.serving.triton_repository import CONFIG_FILE, read_model_config
 
@@ -44,7 +44,7 @@ def test_sha256_mismatch_refused_at_load(repo_copy: Path) -> None:
     data[-1] ^= 0xFF  # one flipped bit: still a file ORT might load, but not the one that was verified
     model_file.write_bytes(bytes(data))
     with pytest.raises(ArtifactIntegrityError, match="does not match metadata"):
-        load_model(repo_copy / "digits")
+        load_model_dir(repo_copy / "digits")
     with pytest.raises(ArtifactIntegrityError):
         start_server(repo_copy)  # the server refuses to start rather than serve a tampered model
 
@@ -52,12 +52,12 @@ def test_sha256_mismatch_refused_at_load(repo_copy: Path) -> None:
 def test_missing_sidecar_refused(repo_copy: Path) -> None:
     (repo_copy / "direct" / "1" / "model.onnx.meta.json").unlink()
     with pytest.raises(NotFoundError, match="no metadata sidecar"):
-        load_model(repo_copy / "direct")
+        load_model_dir(repo_copy / "direct")
 
 
 def test_newest_version_is_served(repo_copy: Path) -> None:
     shutil.copytree(repo_copy / "digits" / "1", repo_copy / "digits" / "3")
-    assert load_model(repo_copy / "digits").version == "3"
+    assert load_model_dir(repo_copy / "digits").version == "3"
 
 
 def test_config_must_name_graph_tensors(repo_copy: Path) -> None:
@@ -65,7 +65,7 @@ def test_config_must_name_graph_tensors(repo_copy: Path) -> None:
     config.input[0].name = "pixels"
     (repo_copy / "direct" / CONFIG_FILE).write_text(text_format.MessageToString(config))
     with pytest.raises(TritonConfigError, match="differ from the graph"):
-        load_model(repo_copy / "direct")
+        load_model_dir(repo_copy / "direct")
 
 
 def test_empty_repository_refused(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from slipway.core.errors import InvalidInputError, SlipwayError
 from slipway.serving.datatypes import NUMPY_TO_V2
-from slipway.serving.service import InferenceService
+from slipway.serving.service import InferenceCore
 from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,9 @@ def _request_tensors(request: pb.ModelInferRequest) -> list[RequestTensor]:
 
 
 class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Triton's GRPCInferenceService backed by an InferenceService; unsupported RPCs stay UNIMPLEMENTED."""
+    """Triton's GRPCInferenceService backed by an InferenceCore; unsupported RPCs stay UNIMPLEMENTED."""
 
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(self, service: InferenceCore) -> None:
         self.service = service
 
     async def _abort(self, context: grpc.aio.ServicerContext, err: SlipwayError) -> None:
@@ -173,7 +173,7 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 async def build_grpc_server(
-    service: InferenceService, max_message_bytes: int
+    service: InferenceCore, max_message_bytes: int
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A grpc.aio server on the running loop, messages capped like HTTP bodies.
 

@@ -24,7 +24,7 @@ from slipway.core.errors import InvalidInputError, SlipwayError
 from slipway.serving.datatypes import NUMPY_TO_V2
 from slipway.serving.http_body import read_limited_body
 from slipway.serving.loader import LoadedModel
-from slipway.serving.service import InferenceService
+from slipway.serving.service import InferenceCore
 from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def _infer_response(
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def build_app(service: InferenceService) -> Starlette:
+def build_app(service: InferenceCore) -> Starlette:
     """The ASGI app; routes follow the v2 protocol and Triton's extensions (see docs/serving.md)."""
     metrics = service.metrics
     limit = service.options.max_body_bytes

@@ -100,7 +100,7 @@ def _check_graph(name: str, session: ort.InferenceSession, inputs: dict[str, Ten
         )
 
 
-def load_model(model_dir: str | Path, options: SessionOptions | None = None) -> LoadedModel:
+def load_model_dir(model_dir: str | Path, options: SessionOptions | None = None) -> LoadedModel:
     """Load the newest version of one model, refusing a file whose sha256 differs from its metadata."""
     options = options or SessionOptions()
     model_dir = Path(model_dir)
@@ -164,4 +164,4 @@ def load_repository(repo: str | Path, options: SessionOptions | None = None) -> 
     names = list_models(repo)
     if not names:
         raise NotFoundError(f"model repository {repo} holds no model (expected <model>/config.pbtxt)")
-    return {name: load_model(Path(repo) / name, options) for name in names}
+    return {name: load_model_dir(Path(repo) / name, options) for name in names}

@@ -1,4 +1,4 @@
-"""Run HTTP (uvicorn) and gRPC (grpc.aio) on one event loop over one InferenceService; stop them gracefully.
+"""Run HTTP (uvicorn) and gRPC (grpc.aio) on one event loop over one InferenceCore; stop them gracefully.
 
 `run_server` blocks (the CLI); `start_server` returns a handle running the server in a background thread or a
 subprocess, for tests, benchmarks and the local deploy step (start, smoke-test, stop).
@@ -28,7 +28,7 @@ from slipway.core.errors import SlipwayError
 from slipway.serving.grpc_app import build_grpc_server
 from slipway.serving.http_app import build_app
 from slipway.serving.loader import SessionOptions, load_repository
-from slipway.serving.service import InferenceService, ServerOptions
+from slipway.serving.service import InferenceCore, ServerOptions
 
 log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
@@ -49,7 +49,7 @@ class _Bound:
 
 
 async def serve_async(
-    service: InferenceService,
+    service: InferenceCore,
     host: str,
     http_port: int,
     grpc_port: int,
@@ -111,9 +111,9 @@ async def serve_async(
         log.info("server stopped")
 
 
-def build_service(repo: str | Path, threads: int | None, options: ServerOptions) -> InferenceService:
+def build_service(repo: str | Path, threads: int | None, options: ServerOptions) -> InferenceCore:
     """Load and verify the repository before any port opens: a refused model means no server."""
-    return InferenceService(load_repository(repo, SessionOptions(intra_op_threads=threads)), options)
+    return InferenceCore(load_repository(repo, SessionOptions(intra_op_threads=threads)), options)
 
 
 def run_server(
@@ -166,9 +166,7 @@ class ServerHandle:
 
 
 class _ThreadServer(ServerHandle):
-    def __init__(
-        self, service: InferenceService, host: str, http_port: int, grpc_port: int, timeout_s: float
-    ):
+    def __init__(self, service: InferenceCore, host: str, http_port: int, grpc_port: int, timeout_s: float):
         super().__init__(host, http_port, grpc_port)
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None

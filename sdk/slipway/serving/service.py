@@ -72,8 +72,11 @@ def _scalar(fd: FieldDescriptor, value: Any) -> Any:
     return value
 
 
-class InferenceService:
-    """Loaded models with their batchers, statistics and metrics; one per running server."""
+class InferenceCore:
+    """Loaded models with their batchers, statistics and metrics; one per running server.
+
+    Named apart from KServe's InferenceService (the cluster object `slipway.cluster.kserve` builds).
+    """
 
     def __init__(self, models: dict[str, LoadedModel], options: ServerOptions | None = None) -> None:
         self.models = models
