@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from slipway.core.cluster_config import ClusterConfig
+from slipway.core.drift_rule import DriftRule
 from slipway.core.errors import ConfigError
 from slipway.core.schema import StrictModel
 
@@ -275,8 +276,11 @@ class DeployConfig(StrictModel):
     analysis_s: float = Field(300.0, ge=0, description="canary traffic time before it is judged")
 
 
-class MonitorConfig(StrictModel):
-    """The recurring drift pipeline: which captured window to check against which reference, and what then."""
+class MonitorConfig(DriftRule):
+    """The recurring drift pipeline: which captured window to check against which reference, and what then.
+
+    The alarm rule's keys (`family_alpha`, `alarm_share`) come from DriftRule, shared with the monitor.
+    """
 
     url: str | None = Field(
         None,
@@ -287,8 +291,6 @@ class MonitorConfig(StrictModel):
     data_dir: str = Field("/data", description="the drift monitor's capture store, read when url is unset")
     reference: str = Field("/reference/reference.npz", description="reference sample saved at training time")
     window_size: int = Field(500, ge=30, description="most recent captured events compared")
-    family_alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm probability per window")
-    alarm_share: float | None = Field(None, gt=0, le=1, description="None: any drifted column alarms")
     retrain: bool = Field(False, description="submit the retraining pipeline when drift is detected")
     retrain_pipeline: str = "quickstart"
     retrain_package: str | None = Field(

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from slipway.core.drift_rule import DriftRule
 from slipway.core.errors import DataError, DriftError
 from slipway.monitoring import features as feats
 
@@ -103,23 +104,11 @@ def _register_stattests() -> None:
     _registered = True
 
 
-class DriftConfig(BaseModel):
-    """How drift is tested and when it alarms; a wrong key is an error that names it."""
+class DriftConfig(DriftRule):
+    """How drift is tested and when it alarms (the rule's keys come from DriftRule); a wrong key names itself."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
-    family_alpha: float = Field(
-        default=0.01,
-        gt=0,
-        lt=0.5,
-        description="False-alarm probability per window (Bonferroni over columns).",
-    )
-    alarm_share: float | None = Field(
-        default=None,
-        gt=0,
-        le=1,
-        description="Alarm when this share of columns drifts; None alarms on any single drifted column.",
-    )
     num_method: NumMethod = "ks_asymp"
     cat_method: CatMethod = "chi2_two_sample"
     min_rows: int = Field(
@@ -129,6 +118,11 @@ class DriftConfig(BaseModel):
         default=30, ge=1, description="Labelled rows needed for target drift and accuracy."
     )
     write_html: bool = True
+
+    @classmethod
+    def from_rule(cls, rule: DriftRule) -> DriftConfig:
+        """The drift settings for an alarm rule configured elsewhere (the pipeline's `monitor:` section)."""
+        return cls(**rule.model_dump(include=set(DriftRule.model_fields)))
 
 
 class ColumnDrift(BaseModel):

@@ -59,7 +59,7 @@ def check_window(cfg: SlipwayConfig, window_path: Path, report_dir: Path):
     """Evidently drift of the window against the training-time reference; the report lands in report_dir."""
     from slipway.monitoring.drift import DriftConfig, detect_drift
 
-    drift = DriftConfig(family_alpha=cfg.monitor.family_alpha, alarm_share=cfg.monitor.alarm_share)
+    drift = DriftConfig.from_rule(cfg.monitor)
     if not cfg.monitor.url:
         return detect_drift(cfg.monitor.reference, window_path, report_dir, drift)
     with tempfile.TemporaryDirectory(prefix="slipway-reference-") as tmp:
