@@ -15,8 +15,8 @@ from slipway.core.errors import SlipwayError
 class CommandError(click.ClickException):
     """A SlipwayError as click shows errors: one line on stderr, no traceback, the error's own exit code."""
 
-    def __init__(self, err: SlipwayError) -> None:
-        super().__init__(str(err))
+    def __init__(self, err: SlipwayError, context: str = "") -> None:
+        super().__init__(f"{context}: {err}" if context else str(err))
         self.exit_code = err.exit_code
 
     def show(self, file: object = None) -> None:
@@ -24,6 +24,6 @@ class CommandError(click.ClickException):
         click.echo(self.format_message(), err=True)
 
 
-def fail(err: SlipwayError) -> NoReturn:
+def fail(err: SlipwayError, context: str = "") -> NoReturn:
     """Stop the command with `err` (works for a command run alone, as tests do, and under the group)."""
-    raise CommandError(err) from None
+    raise CommandError(err, context) from None

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from slipway.cli.errors import fail
 from slipway.core.errors import SlipwayError
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -43,11 +44,6 @@ def configure_logging(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-
-
-def _fail(exc: SlipwayError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
 
 
 @click.group("monitor")
@@ -139,7 +135,7 @@ def serve_command(
     try:
         serve(settings)
     except SlipwayError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @monitor_group.command("export")
@@ -163,7 +159,7 @@ def export_command(
     try:
         path = export_window(data_dir, output, last_n, input_name, output_name)
     except SlipwayError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(str(path))
 
 
@@ -239,7 +235,7 @@ def report_command(
     except ValidationError as exc:
         raise click.BadParameter(str(exc)) from exc
     except SlipwayError as exc:
-        _fail(exc)
+        fail(exc)
     verdict = "DRIFT" if result.drift_detected else "no drift"
     drifted = [c.name for c in result.columns if c.drifted]
     click.echo(

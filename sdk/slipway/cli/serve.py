@@ -9,6 +9,7 @@ import json
 
 import click
 
+from slipway.cli.errors import fail
 from slipway.core.errors import SlipwayError
 from slipway.core.logs import setup_logging
 
@@ -47,7 +48,7 @@ def serve(
     try:
         run_server(repo, host, http_port, grpc_port, threads, options)
     except SlipwayError as err:
-        raise click.ClickException(str(err)) from None
+        fail(err)
 
 
 @click.command("smoke")
@@ -63,5 +64,5 @@ def smoke(url: str, model: str, protocol: str, timeout_s: float) -> None:
     try:
         report = smoke_test(url, model, protocol, timeout_s)  # type: ignore[arg-type]
     except SlipwayError as err:
-        raise click.ClickException(f"smoke test failed: {err}") from None
+        fail(err, "smoke test failed")
     click.echo(json.dumps(report, indent=2))
