@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from slipway.cli.errors import fail
 from slipway.cluster.kserve import ResourceSettings, build_inference_service
@@ -21,6 +21,7 @@ from slipway.cluster.kube import custom_objects_api
 from slipway.cluster.prometheus import QUERIES, CanaryMargins, PrometheusClient
 from slipway.cluster.rollout import Rollout, RolloutResult, RolloutSettings
 from slipway.core.artifacts import METADATA_SUFFIX, ModelArtifact, read_metadata
+from slipway.core.config import DeployConfig
 from slipway.core.errors import ConfigError, SlipwayError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ def _emit(result: RolloutResult) -> None:
         raise SystemExit(1)
 
 
+def _default(model: type[BaseModel], field: str) -> Any:
+    """A flag's default is the config model's: one place says what `deploy` does by default."""
+    return model.model_fields[field].default
+
+
 def _cluster_options(fn: F) -> F:
     for option in reversed(
         [
@@ -45,7 +51,12 @@ def _cluster_options(fn: F) -> F:
                 "--kubeconfig", type=click.Path(dir_okay=False), help="default: $KUBECONFIG, in-cluster"
             ),
             click.option("--context", help="kubeconfig context"),
-            click.option("--timeout-s", type=click.FloatRange(min=1), default=600.0, show_default=True),
+            click.option(
+                "--timeout-s",
+                type=click.FloatRange(min=1),
+                default=_default(DeployConfig, "ready_timeout_s"),
+                show_default=True,
+            ),
             click.option("--poll-s", type=click.FloatRange(min=0.01), default=5.0, show_default=True),
         ]
     ):
@@ -73,7 +84,11 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
 )
 @click.option("--model-name", help="model name inside the Triton repository (default: --name)")
 @click.option(
-    "--canary-percent", type=click.IntRange(1, 100), default=10, show_default=True, help="100: no canary"
+    "--canary-percent",
+    type=click.IntRange(1, 100),
+    default=_default(DeployConfig, "canary_traffic_percent"),
+    show_default=True,
+    help="100: no canary",
 )
 @click.option(
     "--runtime", type=click.Choice(["slipway-triton", "kserve-tritonserver"]), default="slipway-triton"
@@ -96,11 +111,36 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
     "--metric-source", type=click.Choice(["knative", "triton"]), default="knative", show_default=True
 )
 @click.option("--window", default="5m", show_default=True, help="PromQL range window")
-@click.option("--analysis-s", type=click.FloatRange(min=0), default=300.0, show_default=True)
-@click.option("--max-error-rate-increase", type=click.FloatRange(0, 1), default=0.01, show_default=True)
-@click.option("--max-p99-ratio", type=click.FloatRange(min=1), default=1.25, show_default=True)
-@click.option("--p99-tolerance-ms", type=click.FloatRange(min=0), default=5.0, show_default=True)
-@click.option("--min-request-rate", type=click.FloatRange(min=0), default=0.05, show_default=True)
+@click.option(
+    "--analysis-s",
+    type=click.FloatRange(min=0),
+    default=_default(DeployConfig, "analysis_s"),
+    show_default=True,
+)
+@click.option(
+    "--max-error-rate-increase",
+    type=click.FloatRange(0, 1),
+    default=_default(CanaryMargins, "max_error_rate_increase"),
+    show_default=True,
+)
+@click.option(
+    "--max-p99-ratio",
+    type=click.FloatRange(min=1),
+    default=_default(CanaryMargins, "max_p99_ratio"),
+    show_default=True,
+)
+@click.option(
+    "--p99-tolerance-ms",
+    type=click.FloatRange(min=0),
+    default=_default(CanaryMargins, "p99_tolerance_ms"),
+    show_default=True,
+)
+@click.option(
+    "--min-request-rate",
+    type=click.FloatRange(min=0),
+    default=_default(CanaryMargins, "min_request_rate"),
+    show_default=True,
+)
 @click.option("--on-inconclusive", type=click.Choice(["hold", "rollback", "promote"]), default="hold")
 @click.option("--smoke-url", help="URL for the smoke test instead of the revision's tagged URL")
 @click.option("--wait/--no-wait", default=True, show_default=True)
