@@ -1,6 +1,6 @@
 """Component: train the teacher (or distil the student) as a Kubeflow TrainJob / PyTorchJob on GPU nodes.
 
-The task pod only submits and follows the job (`slipway.cluster.steps.train_in_cluster`); the job's pods train.
+The task pod only submits and follows the job (`slipway.steps.train_in_cluster`); the job's pods train.
 Its service account needs create/get on trainjobs.trainer.kubeflow.org (or pytorchjobs.kubeflow.org).
 """
 

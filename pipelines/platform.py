@@ -12,9 +12,10 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from slipway.core.cluster_config import STEP_KIND_LABEL, STEP_KINDS, ClusterConfig, StepKind, StepSettings
+from slipway.core.config import SlipwayConfig
 
 if TYPE_CHECKING:
     from kfp.dsl import PipelineTask
@@ -22,20 +23,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-_CURRENT: ContextVar[ClusterConfig | None] = ContextVar("slipway_cluster", default=None)
+_CURRENT: ContextVar[SlipwayConfig | None] = ContextVar("slipway_compiling", default=None)
 
 
 def current_cluster() -> ClusterConfig | None:
     """The cluster settings of the pipeline being compiled, or None (import time, kfp.local)."""
-    return _CURRENT.get()
+    cfg = _CURRENT.get()
+    return None if cfg is None else cfg.cluster
+
+
+def trains_as_job(role: Literal["teacher", "student"]) -> bool:
+    """Compiling for a cluster, and this role asks for more than one process or node: it runs as a TrainJob."""
+    cfg = _CURRENT.get()
+    if cfg is None:
+        return False
+    train = cfg.train if role == "teacher" else cfg.distill
+    return train.workers > 1 or train.distributed.num_nodes > 1
 
 
 @contextmanager
-def cluster_settings(cluster: ClusterConfig) -> Iterator[ClusterConfig]:
-    """Make `cluster` what `current_cluster()` returns while a pipeline body is (re)built."""
-    token = _CURRENT.set(cluster)
+def compiling_for(cfg: SlipwayConfig) -> Iterator[SlipwayConfig]:
+    """Make `cfg` what `current_cluster()` and `trains_as_job()` read while a pipeline body is (re)built."""
+    token = _CURRENT.set(cfg)
     try:
-        yield cluster
+        yield cfg
     finally:
         _CURRENT.reset(token)
 
@@ -94,8 +105,8 @@ def configure_task(task: PipelineTask, kind: StepKind, cluster: ClusterConfig | 
     return task
 
 
-def build_pipeline(pipeline: Any, cluster: ClusterConfig) -> Any:
-    """Re-run a `@dsl.pipeline` body with `cluster` current and return the new pipeline.
+def build_pipeline(pipeline: Any, cfg: SlipwayConfig) -> Any:
+    """Re-run a `@dsl.pipeline` body with `cfg` (its cluster section) current and return the new pipeline.
 
     `@dsl.pipeline` runs the body once, at import, when no cluster is set; compiling that object would carry no
     cluster settings, so the body is run again here with the same name, description and pipeline config.
@@ -107,7 +118,7 @@ def build_pipeline(pipeline: Any, cluster: ClusterConfig) -> Any:
         raise TypeError(f"{pipeline!r} is not a @dsl.pipeline")
     spec = pipeline.component_spec
     display_name = pipeline.pipeline_spec.pipeline_info.display_name or None
-    with cluster_settings(cluster):
+    with compiling_for(cfg):
         return dsl.pipeline(
             func,
             name=spec.name,

@@ -10,8 +10,9 @@ from slipway.components.export import export_onnx
 from slipway.components.package import package_triton
 from slipway.components.promote import promote
 from slipway.components.train import train_teacher
+from slipway.components.train_distributed import distill_student_distributed, train_teacher_distributed
 from slipway.pipelines.compression import compress_select_register
-from slipway.pipelines.platform import configure_task, current_cluster
+from slipway.pipelines.platform import configure_task, current_cluster, trains_as_job
 
 
 @dsl.pipeline(name="slipway-quickstart", description=__doc__)
@@ -21,9 +22,12 @@ def quickstart(config: dict, run_key: str):
     configure_task(data, "cpu", cluster)
     run_id = data.outputs["Output"]
     dataset = data.outputs["dataset"]
-    teacher = train_teacher(config=config, run_id=run_id, dataset=dataset).set_display_name("train-teacher")
+    # In a cluster, a role configured for more than one process or node trains as a Kubeflow TrainJob.
+    train = train_teacher_distributed if trains_as_job("teacher") else train_teacher
+    distill = distill_student_distributed if trains_as_job("student") else distill_student
+    teacher = train(config=config, run_id=run_id, dataset=dataset).set_display_name("train-teacher")
     configure_task(teacher, "gpu", cluster)
-    student = distill_student(
+    student = distill(
         config=config, run_id=run_id, dataset=dataset, teacher=teacher.outputs["model"]
     ).set_display_name("distill-student")
     configure_task(student, "gpu", cluster)

@@ -45,7 +45,7 @@ def compile_pipeline(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Pat
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     # Import (and so decorate) the pipeline before the cluster settings are current, then rebuild it with them.
-    pipeline = build_pipeline(entry.load(), cfg.cluster)
+    pipeline = build_pipeline(entry.load(), cfg)
     compiler.Compiler().compile(
         pipeline,
         str(output),
