@@ -1,3 +1,4 @@
+# Over 500 lines: one report (measure, render markdown, plot) whose sections share one JSON schema; kept together.
 """`make bench` (`python -m benchmarks`): what compression buys, measured in one run per dataset on this machine.
 
 Per dataset (digits, mnist1d): teacher FP32 eager and ONNX Runtime, student FP32 eager and ORT, pruned

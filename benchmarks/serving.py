@@ -1,3 +1,4 @@
+# Over 500 lines: three load patterns (closed loop, open loop, batching) and their one report, kept together.
 """Serving benchmark: `python -m benchmarks.serving --output docs` (bounded, 127.0.0.1 only).
 
 Three measurements, each repeated and reported as the median:
