@@ -92,3 +92,12 @@ def test_start_server_context_manager_stops(model_repo: Path) -> None:
         assert httpx.get(f"{handle.url}/v2/health/ready").status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{handle.url}/v2/health/ready")
+
+
+def test_urls_keep_their_path_prefix_and_scheme() -> None:
+    """A model behind an ingress path (or a revision URL with a path) is reached at that path over HTTP."""
+    from slipway.serving.client import _split_url
+
+    assert _split_url("http://127.0.0.1:8000") == ("127.0.0.1:8000", False)
+    assert _split_url("https://models.example/team-a/") == ("models.example:443/team-a", True)
+    assert _split_url("127.0.0.1:8001") == ("127.0.0.1:8001", False)

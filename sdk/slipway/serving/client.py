@@ -21,12 +21,16 @@ Protocol = Literal["http", "grpc"]
 
 
 def _split_url(url: str) -> tuple[str, bool]:
-    """tritonclient wants host:port without a scheme; https means TLS."""
+    """tritonclient wants host:port[/path prefix] without a scheme; https means TLS.
+
+    The path prefix stays (tritonclient.http puts it before /v2), so a model behind an ingress path or a
+    KServe revision URL with a path is reachable over HTTP.
+    """
     if "://" not in url:
         return url.rstrip("/"), False
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme in ("https", "grpcs") else 80)
-    return f"{parsed.hostname}:{port}", parsed.scheme in ("https", "grpcs")
+    return f"{parsed.hostname}:{port}{parsed.path.rstrip('/')}", parsed.scheme in ("https", "grpcs")
 
 
 def _raise(err: Exception, what: str) -> None:
@@ -153,7 +157,7 @@ def smoke_test(
     timeout_s: float = 30.0,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Check live, ready, model ready, metadata, config and one inference; raise with the failing step named.
+    """Check live, ready, model ready, metadata, config and one finite inference; raise naming the failing step.
 
     The input is zeros shaped from the metadata (batch 1), so it works on any served model with fixed dims.
     """
@@ -176,6 +180,8 @@ def smoke_test(
         started = time.perf_counter()
         output = client.infer(model, np.zeros(shape, dtype=dtype))
         latency_ms = (time.perf_counter() - started) * 1000
+    if output.dtype.kind == "f" and not np.isfinite(output).all():
+        raise InferenceClientError(f"model {model!r} at {url} answered zeros with non-finite outputs")
     report = {
         "url": url,
         "protocol": protocol,
