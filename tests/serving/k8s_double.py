@@ -6,8 +6,9 @@ so the real `kubernetes` client can be exercised end to end:
 - GET/POST /apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices[/{name}] and PATCH with
   merge-patch (RFC 7386, what CustomObjectsApi sends) or json-patch (RFC 6902); resourceVersion
   preconditions (409), NotFound/AlreadyExists Status bodies like the real server.
-- A simplified KServe Knative-mode controller: a new revision per predictor change, revisions Ready after
-  `ready_after_s`, traffic split by canaryTrafficPercent between the latest ready revision and the last
+- A simplified KServe Knative-mode controller: a new revision per predictor change, revisions Ready
+  `ready_after_s` after their creation on the double's `clock` (a `FakeClock` that the Rollout's injected
+  sleep advances makes readiness follow polls, not wall time), traffic split by canaryTrafficPercent between the latest ready revision and the last
   rolled-out one, latestRolledoutRevision bookkeeping, tag-routing URLs; Standard mode reports no revisions.
 - Failure injection by storageUri: `failing_uris` (Ready=False with a reason), `stuck_uris` (never Ready),
   `broken_model_uris` (Ready, but v2 inference answers 500).
@@ -23,6 +24,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -103,11 +105,31 @@ def json_patch(target: Any, ops: list[dict[str, Any]]) -> Any:
     return doc
 
 
+class FakeClock:
+    """Seconds that pass only when `sleep` is called: a test's time that no machine's speed can stretch."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class KServeDouble:
     """In-process fake of the API server + KServe controller; see the module docstring for its limits."""
 
-    def __init__(self, *, ready_after_s: float = 0.05, default_mode: str = "Standard") -> None:
+    def __init__(
+        self,
+        *,
+        ready_after_s: float = 0.05,
+        default_mode: str = "Standard",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ready_after_s = ready_after_s
+        self.clock = clock
         self.default_mode = default_mode
         self.failing_uris: dict[str, str] = {}
         self.stuck_uris: set[str] = set()
@@ -157,7 +179,7 @@ class KServeDouble:
             return "failed"
         if rev.storage_uri in self.stuck_uris:
             return "pending"
-        return "ready" if time.monotonic() - rev.created_at >= self.ready_after_s else "pending"
+        return "ready" if self.clock() - rev.created_at >= self.ready_after_s else "pending"
 
     @staticmethod
     def _template(obj: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +191,7 @@ class KServeDouble:
         name = state.obj["metadata"]["name"]
         number = len(state.revisions) + 1
         uri = self._template(state.obj).get("model", {}).get("storageUri", "")
-        state.revisions.append(Revision(f"{name}-predictor-{number:05d}", uri, time.monotonic()))
+        state.revisions.append(Revision(f"{name}-predictor-{number:05d}", uri, self.clock()))
 
     def _render(self, state: IsvcState) -> dict[str, Any]:
         """Compute status the way KServe would by now (called on every read)."""
@@ -254,6 +276,9 @@ class KServeDouble:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = (
+                True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+            )
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
