@@ -8,8 +8,8 @@ so the real `kubernetes` client can be exercised end to end:
   preconditions (409), NotFound/AlreadyExists Status bodies like the real server.
 - A simplified KServe Knative-mode controller: a new revision per predictor change, revisions Ready
   `ready_after_s` after their creation on the double's `clock` (a `FakeClock` that the Rollout's injected
-  sleep advances makes readiness follow polls, not wall time), traffic split by canaryTrafficPercent between the latest ready revision and the last
-  rolled-out one, latestRolledoutRevision bookkeeping, tag-routing URLs; Standard mode reports no revisions.
+  sleep advances makes readiness follow polls, not wall time), traffic split by canaryTrafficPercent
+  between the latest ready revision and the last rolled-out one, latestRolledoutRevision bookkeeping, tag-routing URLs; Standard mode reports no revisions.
 - Failure injection by storageUri: `failing_uris` (Ready=False with a reason), `stuck_uris` (never Ready),
   `broken_model_uris` (Ready, but v2 inference answers 500).
 - /revisions/{rev}/v2/... : a tiny Triton v2 HTTP endpoint per revision (JSON tensors only).
@@ -276,9 +276,8 @@ class KServeDouble:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = (
-                True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-            )
+            # Headers and body leave in two writes: with Nagle on, each response stalls on a delayed ACK.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
