@@ -9,7 +9,8 @@ so the real `kubernetes` client can be exercised end to end:
 - A simplified KServe Knative-mode controller: a new revision per predictor change, revisions Ready
   `ready_after_s` after their creation on the double's `clock` (a `FakeClock` that the Rollout's injected
   sleep advances makes readiness follow polls, not wall time), traffic split by canaryTrafficPercent
-  between the latest ready revision and the last rolled-out one, latestRolledoutRevision bookkeeping, tag-routing URLs; Standard mode reports no revisions.
+  between the latest ready revision and the last rolled-out one, latestRolledoutRevision bookkeeping,
+  tag-routing URLs; Standard mode reports no revisions.
 - Failure injection by storageUri: `failing_uris` (Ready=False with a reason), `stuck_uris` (never Ready),
   `broken_model_uris` (Ready, but v2 inference answers 500).
 - /revisions/{rev}/v2/... : a tiny Triton v2 HTTP endpoint per revision (JSON tensors only).
