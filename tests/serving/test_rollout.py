@@ -35,7 +35,7 @@ V1, V2 = "s3://models/mnist/v1", "s3://models/mnist/v2"
 REV1, REV2 = f"{NAME}-predictor-00001", f"{NAME}-predictor-00002"
 FAST = RolloutSettings(ready_timeout_s=5, poll_interval_s=0.02, request_timeout_s=5, analysis_s=0)
 
-# stochastic: these drive a threaded HTTP double; `make test-flaky` reruns them to show that they do not flake.
+# stochastic: a threaded HTTP double; `make test-flaky` reruns these to show that they do not flake.
 pytestmark = [pytest.mark.timeout(30), pytest.mark.stochastic]
 
 
