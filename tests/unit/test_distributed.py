@@ -13,7 +13,6 @@ run is checked for identical ranks (exact) and for an accuracy bound (a binomial
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from chance import max_errors
 
 from slipway import distributed
 from slipway.config import TrainConfig, load_config
@@ -42,7 +42,6 @@ LOSS_RTOL = 1e-5
 # Test errors of the 2-process teacher after EPOCHS epochs, measured: 3, 1, 1, 3, 3, 4 of 360 (seeds 0-5,
 # 2 processes) and 3, 5, 3, 2, 2, 3 (1 process), 33 of 4320 in all (0.76%); the machine of issue 17 saw 8.
 TEACHER_ERROR_RATE = 0.03  # ~4x the pooled rate and above every run seen: a conservative per-sample rate
-P_FAIL = 1e-4
 
 
 class SimulatedInterruption(SlipwayError):
@@ -104,29 +103,6 @@ def ddp_fit(
         "resumed_from_epoch": result.resumed_from_epoch,
         "epochs_run": result.epochs_run,
     }
-
-
-def max_errors(n: int, error_rate: float, p_fail: float) -> int:
-    """Most errors of n that a model with this per-sample error rate exceeds with probability < p_fail.
-
-    Chernoff bound for a binomial: P(X >= k) <= exp(-n KL(k/n || error_rate)) for k > n * error_rate.
-    """
-
-    def kl(a: float) -> float:
-        return a * math.log(a / error_rate) + (1 - a) * math.log((1 - a) / (1 - error_rate))
-
-    k = math.floor(n * error_rate) + 1
-    while k < n and n * kl(k / n) < math.log(1 / p_fail):
-        k += 1
-    return k - 1
-
-
-def test_the_error_bound_is_a_binomial_tail_below_p_fail() -> None:
-    """The exact binomial tail above `max_errors` is below P_FAIL (the Chernoff bound is conservative)."""
-    n, q = 360, TEACHER_ERROR_RATE
-    allowed = max_errors(n, q, P_FAIL)
-    tail = sum(math.comb(n, k) * q**k * (1 - q) ** (n - k) for k in range(allowed + 1, n + 1))
-    assert tail < P_FAIL and allowed < 0.1 * n, (allowed, tail)
 
 
 @pytest.fixture
@@ -192,8 +168,8 @@ def test_two_processes_match_one_and_resume_across_world_sizes(tmp_path: Path, w
 
     mlp: deterministic up to float order (WEIGHT_ATOL, LOSS_RTOL); epochs 1-2 of one resumed run and 3-4 of
     the other run on 2 processes, so every epoch of the 2-process loop is compared with the 1-process loop.
-    Teacher: identical ranks is exact; the accuracy bound fails a correct run with probability < P_FAIL:
-    errors ~ Binomial(360, TEACHER_ERROR_RATE), cut at the Chernoff bound of `max_errors` (27 errors;
+    Teacher: identical ranks is exact; the accuracy bound fails a correct run with probability < 1e-4:
+    errors ~ Binomial(360, TEACHER_ERROR_RATE), cut at the Chernoff bound of `chance.max_errors` (27 errors;
     P(X >= 28) <= 5e-5, exactly 6e-6).
     """
     one = _in_process(tmp_path / "one")
@@ -226,7 +202,7 @@ def test_two_processes_match_one_and_resume_across_world_sizes(tmp_path: Path, w
     assert teacher["world_size"] == 2 and teacher["resumed_from_epoch"] is None
     assert teacher["epochs_run"] == EPOCHS
     assert teacher["rank_spread"] == one_then_two["rank_spread"] == 0.0, "ranks must hold identical state"
-    allowed = max_errors(teacher["test_samples"], TEACHER_ERROR_RATE, P_FAIL)
+    allowed = max_errors(teacher["test_samples"], TEACHER_ERROR_RATE)
     assert teacher["test_errors"] <= allowed, (teacher, allowed)
 
 
