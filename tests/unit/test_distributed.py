@@ -273,6 +273,7 @@ def test_train_step_with_two_workers_writes_the_model(tmp_path: Path, fast_confi
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+@pytest.mark.stochastic  # wall-clock: a 3 s timeout, a 60 s bound (30 s of it the kill's grace)
 def test_a_hung_launch_times_out_and_kills_its_workers(tmp_path: Path, worker_path: None) -> None:
     """A worker that never returns: the launcher kills the whole torchrun session at the timeout."""
     started = time.monotonic()
