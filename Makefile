@@ -9,7 +9,7 @@ DEMO_DIR ?= runs/demo
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test test-slow lint format check tools bench clean
+.PHONY: install demo test test-slow test-flaky lint format check tools bench clean
 
 # torch first, alone and pinned (a CPU build of exactly this version is served locally), then the project.
 $(STAMP): pyproject.toml constraints.txt
@@ -34,6 +34,13 @@ test: install tools
 
 test-slow: install tools
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) -m pytest -m slow
+
+# Rerun the tests marked `stochastic` (timing, scheduling, float order) N times; fails unless all pass every time.
+# Narrow it with pytest arguments: `make test-flaky N=20 ARGS='-k overload'`.
+N ?= 5
+ARGS ?=
+test-flaky: install tools
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) scripts/flaky.py --rounds $(N) -- $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -6,12 +6,15 @@ so the real `kubernetes` client can be exercised end to end:
 - GET/POST /apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices[/{name}] and PATCH with
   merge-patch (RFC 7386, what CustomObjectsApi sends) or json-patch (RFC 6902); resourceVersion
   preconditions (409), NotFound/AlreadyExists Status bodies like the real server.
-- A simplified KServe Knative-mode controller: a new revision per predictor change, revisions Ready after
-  `ready_after_s`, traffic split by canaryTrafficPercent between the latest ready revision and the last
-  rolled-out one, latestRolledoutRevision bookkeeping, tag-routing URLs; Standard mode reports no revisions.
+- A simplified KServe Knative-mode controller: a new revision per predictor change, revisions Ready
+  `ready_after_s` after their creation on the double's `clock` (a `FakeClock` that the Rollout's injected
+  sleep advances makes readiness follow polls, not wall time), traffic split by canaryTrafficPercent
+  between the latest ready revision and the last rolled-out one, latestRolledoutRevision bookkeeping,
+  tag-routing URLs; Standard mode reports no revisions.
 - Failure injection by storageUri: `failing_uris` (Ready=False with a reason), `stuck_uris` (never Ready),
   `broken_model_uris` (Ready, but v2 inference answers 500).
-- /revisions/{rev}/v2/... : a tiny Triton v2 HTTP endpoint per revision (JSON tensors only).
+- /revisions/{rev}/v2/... : a tiny Triton v2 HTTP endpoint per revision (health, metadata, config, infer;
+  binary request tensors accepted, answers in JSON).
 - /api/v1/query : Prometheus instant queries answered from `prom_rules` (substring match -> value).
 """
 
@@ -23,6 +26,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -103,11 +107,31 @@ def json_patch(target: Any, ops: list[dict[str, Any]]) -> Any:
     return doc
 
 
+class FakeClock:
+    """Seconds that pass only when `sleep` is called: a test's time that no machine's speed can stretch."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class KServeDouble:
     """In-process fake of the API server + KServe controller; see the module docstring for its limits."""
 
-    def __init__(self, *, ready_after_s: float = 0.05, default_mode: str = "Standard") -> None:
+    def __init__(
+        self,
+        *,
+        ready_after_s: float = 0.05,
+        default_mode: str = "Standard",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ready_after_s = ready_after_s
+        self.clock = clock
         self.default_mode = default_mode
         self.failing_uris: dict[str, str] = {}
         self.stuck_uris: set[str] = set()
@@ -157,7 +181,7 @@ class KServeDouble:
             return "failed"
         if rev.storage_uri in self.stuck_uris:
             return "pending"
-        return "ready" if time.monotonic() - rev.created_at >= self.ready_after_s else "pending"
+        return "ready" if self.clock() - rev.created_at >= self.ready_after_s else "pending"
 
     @staticmethod
     def _template(obj: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +193,7 @@ class KServeDouble:
         name = state.obj["metadata"]["name"]
         number = len(state.revisions) + 1
         uri = self._template(state.obj).get("model", {}).get("storageUri", "")
-        state.revisions.append(Revision(f"{name}-predictor-{number:05d}", uri, time.monotonic()))
+        state.revisions.append(Revision(f"{name}-predictor-{number:05d}", uri, self.clock()))
 
     def _render(self, state: IsvcState) -> dict[str, Any]:
         """Compute status the way KServe would by now (called on every read)."""
@@ -254,6 +278,8 @@ class KServeDouble:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body leave in two writes: with Nagle on, each response stalls on a delayed ACK.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
@@ -269,7 +295,9 @@ class KServeDouble:
             def _body(self) -> Any:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                return json.loads(raw) if raw else None
+                # Triton's binary tensor extension: a JSON header, then raw tensor bytes (ignored here).
+                header = self.headers.get("Inference-Header-Content-Length")
+                return json.loads(raw[: int(header)] if header else raw) if raw else None
 
             def do_GET(self) -> None:
                 self._dispatch("GET")
@@ -392,14 +420,16 @@ class KServeDouble:
             state = self._revision_state(revision) if revision else None
         if revision is None or state != "ready":
             return 503, {"error": f"revision {rev} not ready"}
-        if rest == "/v2/health/ready":
+        if rest in ("/v2/health/ready", "/v2/health/live"):
             return 200, {}
-        m = re.match(r"^/v2/models/([^/]+)(/ready|/infer)?$", rest)
+        m = re.match(r"^/v2/models/([^/]+)(/ready|/infer|/config)?$", rest)
         if not m:
             return 404, {"error": f"no route {rest}"}
         model, action = m.group(1), m.group(2)
         if action == "/ready":
             return 200, {}
+        if action == "/config":
+            return 200, {"name": model, "platform": "onnxruntime_onnx", "max_batch_size": 8}
         if action is None:
             return 200, {
                 "name": model,

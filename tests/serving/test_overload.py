@@ -1,9 +1,16 @@
-"""Bounded 2x overload against a server in its own process: only 200 or 503, then full recovery."""
+"""Bounded overload against a server in its own process: only 200 or 503, then full recovery.
+
+No assertion hangs on how fast this machine is: the overload comes from more concurrent clients than the
+server admits (1 running + max_queue waiting), not from a rate measured beforehand; waits poll until a
+condition holds, with a deadline far beyond what a 4x slower machine needs; speeds are compared only
+between two measurements taken the same way, with room for a 4x slowdown in between.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +28,9 @@ from slipway.serving.service import ServerOptions
 from slipway.serving.triton_repository import write_model
 
 BATCH = 32
+MAX_QUEUE = 4
+REQUESTS = 30  # per latency measurement
+DEADLINE_S = 60.0  # for poll-until waits: a correct server needs well under a second
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +52,7 @@ def heavy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHan
         root / "heavy.onnx",
         TritonConfig(max_batch_size=BATCH, dynamic_batching=False),
     )
-    options = ServerOptions(max_queue=4, timeout_s=0.5)
+    options = ServerOptions(max_queue=MAX_QUEUE, timeout_s=0.5)
     with start_server(root / "repo", threads=1, options=options, subprocess_mode=True) as handle:
         yield handle
 
@@ -65,21 +75,59 @@ def _request() -> tuple[bytes, dict[str, str]]:
     return header + x, {"Inference-Header-Content-Length": str(len(header))}
 
 
-async def _closed_loop(url: str, seconds: float, concurrency: int) -> float:
+async def _median_latency(url: str) -> float:
+    """Median seconds of REQUESTS sequential requests after a warm-up one (all must be 200): robust to a
+    few scheduling stalls, unlike a rate over a short window."""
     body, headers = _request()
-    done = 0
+    latencies = []
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        end = time.perf_counter() + seconds
+        for _ in range(REQUESTS + 1):
+            start = time.perf_counter()
+            r = await client.post("/v2/models/heavy/infer", content=body, headers=headers)
+            latencies.append(time.perf_counter() - start)
+            assert r.status_code == 200, r.text
+    return statistics.median(latencies[1:])
+
+
+async def _overload(url: str, clients: int) -> Counter[int]:
+    """`clients` send back to back until both a 200 and a 503 came back (or DEADLINE_S); the statuses seen."""
+    body, headers = _request()
+    statuses: Counter[int] = Counter()
+    deadline = time.monotonic() + DEADLINE_S
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
 
         async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < end:
+            while time.monotonic() < deadline and not (statuses[200] and statuses[503]):
                 r = await client.post("/v2/models/heavy/infer", content=body, headers=headers)
-                assert r.status_code == 200, r.text
-                done += 1
+                statuses[r.status_code] += 1
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / seconds
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    return statuses
+
+
+def _wait_for_empty_queue(url: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while 'slipway_queue_depth{model="heavy"} 0.0' not in httpx.get(f"{url}/metrics").text:
+        assert time.monotonic() < deadline, f"queue not drained within {DEADLINE_S} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.stochastic
+def test_overload_gets_only_200_or_503_and_recovers(heavy_server: ServerHandle) -> None:
+    """4x more clients than the server admits: every answer is 200 or 503; afterwards it serves as before.
+
+    "As before": the median latency after the overload is under 16x the median before it. Back to back on a
+    shared 2-core machine the two medians differ by up to 2.3x (~2.7 ms each), so a machine 4x slower during
+    the second measurement still passes with room to spare; a server left wedged answers 503 or not at all.
+    """
+    before = asyncio.run(_median_latency(heavy_server.url))
+    statuses = asyncio.run(_overload(heavy_server.url, 4 * (1 + MAX_QUEUE)))
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[503] > 0 and statuses[200] > 0, statuses  # really overloaded, and still serving
+    _wait_for_empty_queue(heavy_server.url)
+    after = asyncio.run(_median_latency(heavy_server.url))
+    assert after < 16 * before, (after, before)
 
 
 async def _open_loop(url: str, rate: float, seconds: float) -> Counter[int]:
@@ -101,22 +149,10 @@ async def _open_loop(url: str, rate: float, seconds: float) -> Counter[int]:
     return statuses
 
 
-def test_twice_capacity_gets_only_200_or_503_and_recovers(heavy_server: ServerHandle) -> None:
-    capacity = asyncio.run(_closed_loop(heavy_server.url, 1.0, 2))
-    statuses = asyncio.run(_open_loop(heavy_server.url, 2 * capacity, 2.5))
-    assert set(statuses) <= {200, 503}, statuses
-    assert statuses[503] > 0 and statuses[200] > 0, statuses  # really overloaded, and still serving
-    # recovery: queue drained, requests served at normal speed again
-    time.sleep(0.6)
-    metrics = httpx.get(f"{heavy_server.url}/metrics").text
-    assert 'slipway_queue_depth{model="heavy"} 0.0' in metrics
-    after = asyncio.run(_closed_loop(heavy_server.url, 0.5, 1))
-    assert after > 0.3 * capacity, (after, capacity)
-    r = httpx.post(f"{heavy_server.url}/v2/models/heavy/infer", content=_request()[0], headers=_request()[1])
-    assert r.status_code == 200
-
-
+@pytest.mark.stochastic
 def test_full_queue_message_is_clear(heavy_server: ServerHandle) -> None:
+    """Bursts of 40 requests until one is shed (a deadline, not a single burst that a slow client could
+    spread out): every 503 says why."""
     statuses = asyncio.run(_open_loop(heavy_server.url, 2000, 0.1))
     assert set(statuses) <= {200, 503}
     body, headers = _request()
@@ -127,5 +163,8 @@ def test_full_queue_message_is_clear(heavy_server: ServerHandle) -> None:
                 *(client.post("/v2/models/heavy/infer", content=body, headers=headers) for _ in range(40))
             )
 
-    errors = [r.json()["error"] for r in asyncio.run(burst()) if r.status_code == 503]
+    deadline = time.monotonic() + DEADLINE_S
+    errors: list[str] = []
+    while not errors and time.monotonic() < deadline:
+        errors = [r.json()["error"] for r in asyncio.run(burst()) if r.status_code == 503]
     assert errors and all(("queue full" in e) or ("no result within" in e) for e in errors), errors[:3]

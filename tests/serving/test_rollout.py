@@ -2,13 +2,14 @@
 
 Not a real cluster: `k8s_double.KServeDouble` (127.0.0.1) stands in for the API server + a simplified KServe
 controller (revisions, Ready conditions, traffic split), a Triton v2 endpoint per revision and Prometheus.
+Time is a `FakeClock` shared by the double and the Rollout (its injected sleep and clock): a revision is
+Ready after a fixed number of polls and timeouts count polls, so no machine is too slow or too fast for them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,27 +20,33 @@ from kubernetes import client as k8s
 from slipway.cli.deploy import deploy, rollout
 from slipway.cluster.kserve import PREVIOUS_STORAGE_URI_ANNOTATION, build_inference_service
 from slipway.cluster.prometheus import CanaryMargins, PrometheusClient, RevisionMetrics, judge_canary
-from slipway.cluster.rollout import Rollout, RolloutSettings, tritonclient_smoke_test
+from slipway.cluster.rollout import Rollout, RolloutSettings
 from slipway.core import images
 from slipway.core.artifacts import ModelArtifact, TensorSpec
 from slipway.core.errors import ClusterError, ConfigError, NotFoundError
 
 try:
-    from k8s_double import KServeDouble
+    from k8s_double import FakeClock, KServeDouble
 except ImportError:  # tests/serving imported as a package
-    from tests.serving.k8s_double import KServeDouble  # type: ignore[no-redef]
+    from tests.serving.k8s_double import FakeClock, KServeDouble  # type: ignore[no-redef]
 
 NS, NAME = "models", "mnist"
 V1, V2 = "s3://models/mnist/v1", "s3://models/mnist/v2"
 REV1, REV2 = f"{NAME}-predictor-00001", f"{NAME}-predictor-00002"
 FAST = RolloutSettings(ready_timeout_s=5, poll_interval_s=0.02, request_timeout_s=5, analysis_s=0)
 
-pytestmark = pytest.mark.timeout(30)
+# stochastic: a threaded HTTP double; `make test-flaky` reruns these to show that they do not flake.
+pytestmark = [pytest.mark.timeout(30), pytest.mark.stochastic]
 
 
 @pytest.fixture
-def double() -> Iterator[KServeDouble]:
-    server = KServeDouble(ready_after_s=0.05).start()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def double(clock: FakeClock) -> Iterator[KServeDouble]:
+    server = KServeDouble(ready_after_s=0.05, clock=clock).start()  # Ready after 3 polls of 0.02 s
     yield server
     server.stop()
 
@@ -59,7 +66,15 @@ def _body(uri: str, percent: int | None = 10, mode: str = "Knative") -> dict:
 
 def _rollout(api: k8s.CustomObjectsApi, double: KServeDouble, settings: RolloutSettings = FAST) -> Rollout:
     prometheus = PrometheusClient(double.url, window="1m", timeout_s=5)
-    return Rollout(api, settings, prometheus=prometheus, smoke_test=tritonclient_smoke_test)
+    clock = double.clock
+    assert isinstance(clock, FakeClock)
+    return Rollout(
+        api,
+        settings,
+        prometheus=prometheus,
+        sleep=clock.sleep,
+        clock=clock,
+    )
 
 
 def _metrics(double: KServeDouble, revision: str, *, rate: float, errors: float, p99: float) -> None:
@@ -90,14 +105,16 @@ def test_create_first_revision_takes_all_traffic_and_is_smoke_tested(
     assert result.status.ready and result.status.latest_ready_revision == REV1
     assert _traffic(double) == {REV1: 100}
     assert double.infer_calls == [REV1]
-    assert result.smoke is not None and result.smoke["outputs"] == {"logits": [1, 3]}
+    assert (
+        result.smoke is not None and result.smoke["output_shape"] == [1, 3] and result.smoke["model"] == NAME
+    )
     method, _, ctype, sent = double.requests[1]
     assert (method, ctype) == ("POST", "application/json")
     assert "canaryTrafficPercent" not in sent["spec"]["predictor"]  # no stable revision to split with
 
 
 def test_canary_update_splits_traffic_then_manual_promote(
-    api: k8s.CustomObjectsApi, double: KServeDouble
+    api: k8s.CustomObjectsApi, double: KServeDouble, clock: FakeClock
 ) -> None:
     ro = _deployed(api, double)
     result = ro.deploy(_body(V2, percent=20), wait=False)
@@ -108,7 +125,7 @@ def test_canary_update_splits_traffic_then_manual_promote(
     assert patch["spec"]["predictor"]["model"]["storageUri"] == V2
     assert patch["metadata"]["annotations"][PREVIOUS_STORAGE_URI_ANNOTATION] == V1
     assert patch["metadata"]["resourceVersion"]
-    time.sleep(0.1)
+    clock.sleep(0.1)  # the canary revision's readiness delay passes
     status = ro.status(NAME, NS)
     assert status.canary_in_progress
     assert _traffic(double) == {REV2: 20, REV1: 80}
@@ -176,15 +193,15 @@ def test_too_little_canary_traffic_holds_the_split(api: k8s.CustomObjectsApi, do
 
 
 def test_timeout_waiting_for_ready_reports_conditions_and_rolls_back(
-    api: k8s.CustomObjectsApi, double: KServeDouble
+    api: k8s.CustomObjectsApi, double: KServeDouble, clock: FakeClock
 ) -> None:
     ro = _deployed(api, double)
     double.stuck_uris.add(V2)
     ro.settings = FAST.model_copy(update={"ready_timeout_s": 0.3})
-    started = time.monotonic()
+    started = clock()
     with pytest.raises(ClusterError) as info:
         ro.deploy(_body(V2))
-    assert time.monotonic() - started < 3
+    assert clock() - started == pytest.approx(0.3)  # gave up at the timeout, neither before nor long after
     message = str(info.value)
     assert "timed out after 0.3s" in message and "Ready=Unknown (RevisionMissing" in message
     assert f"rolled back {NS}/{NAME} from {V2} to {V1}" in message
@@ -238,7 +255,7 @@ def test_rollback_needs_a_recorded_previous_uri_and_missing_isvc_is_not_found(
         ro.status("absent", NS)
 
 
-def test_cli_deploy_status_and_errors(double: KServeDouble, tmp_path: Path) -> None:
+def test_cli_deploy_status_and_errors(double: KServeDouble, clock: FakeClock, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         json.dumps(
@@ -257,7 +274,7 @@ def test_cli_deploy_status_and_errors(double: KServeDouble, tmp_path: Path) -> N
     out = runner.invoke(deploy, [*common, "--storage-uri", V1, "--format", "onnx", "--no-wait"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["outcome"] == "created"
-    time.sleep(0.1)
+    clock.sleep(0.1)  # the revision's readiness delay passes
     out = runner.invoke(rollout, ["status", *common])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["latest_ready_revision"] == REV1

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from chance import quantize_budgets
 
 from slipway.compression import quantize
 from slipway.compression.onnx_export import export_onnx
@@ -24,6 +25,12 @@ from slipway.core.models import build_model, count_parameters
 from slipway.training.loop import train
 
 
+def _budgets(cfg: QuantizeConfig, n_parity: int, n_test: int) -> QuantizeConfig:
+    """Budgets from the measured flip rate (see `chance.quantize_budgets`), not the product's defaults, which a
+    correct quantizer on this ~85% student misses by chance (another machine's float order is another draw)."""
+    return cfg.model_copy(update=quantize_budgets(n_parity, n_test))
+
+
 @pytest.fixture(scope="module")
 def fp32_onnx(digits_splits, tmp_path_factory) -> Path:
     s = digits_splits
@@ -37,12 +44,16 @@ def fp32_onnx(digits_splits, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.stochastic
 def test_int8_qdq_passes_parity_and_carries_metadata(fp32_onnx: Path, digits_splits, tmp_path: Path) -> None:
     s = digits_splits
     out = tmp_path / "int8.onnx"
     calib = calibration_sample(s.x_train, 128, seed=0)
-    result = quantize_int8(fp32_onnx, out, calib, s.x_val, s.x_test, s.y_test, QuantizeConfig(), threads=1)
-    assert result.top1_agreement >= 0.99 and result.accuracy_delta_points <= 1.0
+    cfg = _budgets(QuantizeConfig(), len(s.x_val), len(s.y_test))
+    result = quantize_int8(fp32_onnx, out, calib, s.x_val, s.x_test, s.y_test, cfg, threads=1)
+    assert result.attempts[0].passed, result.attempts  # the first rung, not a fallback
+    assert result.top1_agreement >= cfg.parity_min_agreement
+    assert result.accuracy_delta_points <= cfg.accuracy_budget_points
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     meta = read_metadata(out)
@@ -51,10 +62,15 @@ def test_int8_qdq_passes_parity_and_carries_metadata(fp32_onnx: Path, digits_spl
     assert out.stat().st_size < fp32_onnx.stat().st_size
 
 
+@pytest.mark.stochastic
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_other_calibration_methods(method: str, fp32_onnx: Path, digits_splits, tmp_path: Path) -> None:
     s = digits_splits
-    cfg = QuantizeConfig(calibration_method=method, calibration_samples=64, per_channel=False)
+    cfg = _budgets(
+        QuantizeConfig(calibration_method=method, calibration_samples=64, per_channel=False),
+        200,
+        len(s.y_test),
+    )
     result = quantize_int8(
         fp32_onnx,
         tmp_path / "q.onnx",
@@ -65,17 +81,19 @@ def test_other_calibration_methods(method: str, fp32_onnx: Path, digits_splits, 
         cfg,
         threads=1,
     )
-    assert result.attempts[0].calibration_method == method
-    assert result.top1_agreement >= 0.99
+    assert result.attempts[0].calibration_method == method and result.attempts[0].passed
+    assert result.top1_agreement >= cfg.parity_min_agreement
 
 
+@pytest.mark.stochastic
 def test_fp16_keeps_fp32_io_and_passes_parity(fp32_onnx: Path, digits_splits, tmp_path: Path) -> None:
     s = digits_splits
     out = tmp_path / "fp16.onnx"
-    result = convert_fp16(fp32_onnx, out, s.x_val, s.x_test, s.y_test, QuantizeConfig(), threads=1)
+    cfg = _budgets(QuantizeConfig(), len(s.x_val), len(s.y_test))
+    result = convert_fp16(fp32_onnx, out, s.x_val, s.x_test, s.y_test, cfg, threads=1)
     meta = read_metadata(out)
     assert meta.precision == "fp16" and meta.inputs[0].dtype == "float32"
-    assert result.top1_agreement >= 0.99
+    assert result.top1_agreement >= cfg.parity_min_agreement
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(out)).graph.initializer)
 
 

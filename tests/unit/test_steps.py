@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chance import min_share
 
 from slipway import steps
+from slipway.core import data as data_lib
 from slipway.core.config import SlipwayConfig
 from slipway.serving.triton_repository import read_model_config
 
@@ -58,7 +60,14 @@ def user_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     sys.modules.pop("user_zoo", None)
 
 
-@pytest.mark.parametrize("dataset", ["signal_npz", "tabular_npz"])
+# Per-sample test error rates (teacher, student) of the user factory, rounded up well above every run seen:
+# seeds 0-5 made 0 errors of 60 on signal_npz, and 6-10 (teacher) and 9-13 (student) of 80 on tabular_npz.
+# `min_share` turns them into accuracy floors that a correct run misses with probability < 1e-4.
+ERROR_RATES = {"signal_npz": (0.02, 0.02), "tabular_npz": (0.15, 0.2)}
+
+
+@pytest.mark.stochastic
+@pytest.mark.parametrize("dataset", list(ERROR_RATES))
 def test_user_factory_on_npz(
     request: pytest.FixtureRequest, tmp_path: Path, fast_overrides: list[str], user_factory: str, dataset: str
 ) -> None:
@@ -88,8 +97,10 @@ def test_user_factory_on_npz(
     )
     result = run_all_steps(cfg, tmp_path)
     report = result["report"]
-    assert report.teacher.accuracy > 0.8, report.teacher
-    assert report.student.accuracy > 0.7, report.student
+    n_test = len(data_lib.load_splits(tmp_path / "dataset").y_test)
+    teacher_rate, student_rate = ERROR_RATES[dataset]
+    assert report.teacher.accuracy >= min_share(n_test, teacher_rate), report.teacher
+    assert report.student.accuracy >= min_share(n_test, student_rate), report.student
     with np.load(npz) as raw:
         sample_shape = list(raw["x"].shape[1:])
     assert [list(i.dims) for i in read_model_config(result["model_dir"]).input] == [sample_shape]

@@ -1,3 +1,4 @@
+# Over 500 lines: one state machine (deploy, wait, smoke-test, judge, promote or roll back) over one status model.
 """Canary rollout of a Triton InferenceService: deploy, wait, smoke-test, judge, then promote or roll back.
 
 Talks to the API server through the `kubernetes` client's CustomObjectsApi (serving.kserve.io/v1beta1
@@ -16,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +31,7 @@ from slipway.cluster.kserve import (
 )
 from slipway.cluster.kube import api_error
 from slipway.cluster.prometheus import CanaryMargins, CanaryVerdict, PrometheusClient, judge_canary
-from slipway.core.errors import ClusterError, ConfigError, NotFoundError
+from slipway.core.errors import ClusterError, ConfigError, NotFoundError, SlipwayError
 
 log = logging.getLogger(__name__)
 
@@ -186,82 +186,15 @@ def _api_error(action: str, name: str, namespace: str, exc: Exception) -> Cluste
 # --- smoke test ---------------------------------------------------------------------------------------------
 
 
-def tritonclient_smoke_test(url: str, model: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """One v2 inference with zeros on `url` (any base path) via tritonclient.http; ClusterError on failure.
+def smoke_test_over_http(url: str, model: str) -> dict[str, Any]:
+    """slipway.serving.client.smoke_test over HTTP (tritonclient.grpc cannot share a process with kserve);
+    any failure of it is the canary failing its smoke test."""
+    from slipway.serving.client import smoke_test
 
-    Stands in until slipway.serving.client.smoke_test exists; HTTP only (tritonclient.grpc clashes with kserve).
-    """
-    import numpy as np
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException, triton_to_np_dtype
-
-    parsed = urlparse(url if "://" in url else f"http://{url}")
-    target = parsed.netloc + parsed.path.rstrip("/")
-    started = time.perf_counter()
     try:
-        triton = httpclient.InferenceServerClient(
-            target,
-            ssl=parsed.scheme == "https",
-            connection_timeout=timeout_s,
-            network_timeout=timeout_s,
-        )
-        try:
-            if not triton.is_server_ready():
-                raise ClusterError(f"smoke test: server at {url} is not ready")
-            if not triton.is_model_ready(model):
-                raise ClusterError(f"smoke test: model {model!r} at {url} is not ready")
-            meta = triton.get_model_metadata(model)
-            inputs = []
-            for spec in meta["inputs"]:
-                shape = [1 if int(d) < 0 else int(d) for d in spec["shape"]]
-                tensor = httpclient.InferInput(spec["name"], shape, spec["datatype"])
-                tensor.set_data_from_numpy(
-                    np.zeros(shape, dtype=triton_to_np_dtype(spec["datatype"])), binary_data=False
-                )
-                inputs.append(tensor)
-            wanted = [httpclient.InferRequestedOutput(o["name"], binary_data=False) for o in meta["outputs"]]
-            result = triton.infer(model, inputs, outputs=wanted, request_id="slipway-smoke")
-            outputs = {}
-            for spec in meta["outputs"]:
-                array = result.as_numpy(spec["name"])
-                if array is None:
-                    raise ClusterError(f"smoke test: output {spec['name']!r} missing from {url}")
-                if array.dtype.kind == "f" and not np.isfinite(array).all():
-                    raise ClusterError(f"smoke test: output {spec['name']!r} from {url} is not finite")
-                outputs[spec["name"]] = list(array.shape)
-        finally:
-            triton.close()
-    except InferenceServerException as exc:
+        return dict(smoke_test(url, model, protocol="http"))
+    except SlipwayError as exc:
         raise ClusterError(f"smoke test on {url} (model {model!r}) failed: {exc}") from None
-    except OSError as exc:
-        raise ClusterError(f"smoke test could not reach {url}: {exc}") from None
-    return {
-        "url": url,
-        "model": model,
-        "outputs": outputs,
-        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-    }
-
-
-def default_smoke_test() -> SmokeTest:
-    """slipway.serving.client.smoke_test when a colleague's client provides it, else the tritonclient.http one."""
-    try:
-        from slipway.serving import client as slipway_client
-    except ImportError:
-        return tritonclient_smoke_test
-    found = getattr(slipway_client, "smoke_test", None)
-    if not callable(found):
-        return tritonclient_smoke_test
-
-    def _call(url: str, model: str) -> dict[str, Any]:
-        try:
-            return dict(found(url, model, protocol="http"))
-        except ClusterError:
-            raise
-        except Exception as exc:  # the client's own error types: all mean "the canary failed its smoke test"
-            raise ClusterError(f"smoke test on {url} (model {model!r}) failed: {exc}") from exc
-
-    return _call
 
 
 # --- the rollout -------------------------------------------------------------------------------------------
@@ -530,7 +463,7 @@ class Rollout:
         return st.url
 
     def _smoke(self, url: str, isvc_name: str) -> dict[str, Any]:
-        test = self.smoke_test or default_smoke_test()
+        test = self.smoke_test or smoke_test_over_http
         model = self.settings.triton_model or isvc_name
         log.info("smoke.start url=%s model=%s", url, model)
         result = test(url, model)
