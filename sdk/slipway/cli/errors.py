@@ -17,7 +17,8 @@ class CommandError(click.ClickException):
 
     def __init__(self, err: SlipwayError, context: str = "") -> None:
         super().__init__(f"{context}: {err}" if context else str(err))
-        self.exit_code = err.exit_code
+        # click declares exit_code a ClassVar; ours is the error's own, so it is set per instance.
+        self.exit_code = err.exit_code  # type: ignore[misc]
 
     def show(self, file: object = None) -> None:
         click.secho("error: ", err=True, fg="red", bold=True, nl=False)
