@@ -1,8 +1,7 @@
-"""Submit, watch and schedule Slipway pipelines on Kubeflow Pipelines (KFP REST API v2beta1, through kfp.Client).
+"""Submit, watch and schedule compiled pipelines on Kubeflow Pipelines (KFP REST API v2beta1, via kfp.Client).
 
-A submission compiles the pipeline here, with the resolved config as the default `config` parameter and the
-config's `cluster` section as task settings (slipway.core.cluster_config), then sends the compiled spec inline with the run.
-Credentials never travel with it: steps read them from Kubernetes Secrets. The API token comes from `token=`,
+The package arrives compiled (`slipway.cli.submission` compiles by pipeline name; the retrain step reads a
+stored package) and is sent inline with the run. Credentials never travel with it: steps read them from Kubernetes Secrets. The API token comes from `token=`,
 $SLIPWAY_KFP_TOKEN, or (no host given) the kube credentials kfp.Client finds itself; it is never logged.
 """
 
