@@ -1,8 +1,9 @@
 """Submit, watch and schedule compiled pipelines on Kubeflow Pipelines (KFP REST API v2beta1, via kfp.Client).
 
 The package arrives compiled (`slipway.cli.submission` compiles by pipeline name; the retrain step reads a
-stored package) and is sent inline with the run. Credentials never travel with it: steps read them from Kubernetes Secrets. The API token comes from `token=`,
-$SLIPWAY_KFP_TOKEN, or (no host given) the kube credentials kfp.Client finds itself; it is never logged.
+stored package) and is sent inline with the run. Credentials never travel with it: steps read them from
+Kubernetes Secrets. The API token comes from `token=`, $SLIPWAY_KFP_TOKEN, or (no host given) the kube
+credentials kfp.Client finds itself; it is never logged.
 """
 
 from __future__ import annotations
