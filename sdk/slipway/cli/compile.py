@@ -12,11 +12,30 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from slipway.core.config import SlipwayConfig
+from slipway.core.config import SlipwayConfig, apply_overrides, load_config, validate_config
 from slipway.core.errors import ConfigError
-from slipway.pipelines import PipelineEntry
+from slipway.pipelines import PipelineEntry, get_pipeline
 
 log = logging.getLogger(__name__)
+
+
+def resolve_pipeline(
+    pipeline: str | PipelineEntry,
+    config: str | Path | SlipwayConfig | None,
+    overrides: list[str] | tuple[str, ...],
+) -> tuple[PipelineEntry, SlipwayConfig]:
+    """The pipeline by name and its config: a SlipwayConfig as given, else a file or preset (default: the
+    pipeline's own), with `--set` overrides applied last."""
+    entry = get_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+    if isinstance(config, SlipwayConfig):
+        cfg = config
+        if overrides:
+            cfg = validate_config(
+                apply_overrides(cfg.model_dump(mode="json", exclude_none=True), list(overrides))
+            )
+    else:
+        cfg = load_config(config or entry.preset, list(overrides))
+    return entry, cfg
 
 
 def runtime_config(cfg: SlipwayConfig) -> dict[str, Any]:

@@ -33,11 +33,9 @@ set_option = click.option(
 
 
 def _resolve(pipeline: str, config_file: str | None, overrides: tuple[str, ...]):
-    from slipway.core.config import load_config
-    from slipway.pipelines import get_pipeline
+    from slipway.cli.compile import resolve_pipeline
 
-    entry = get_pipeline(pipeline)
-    return entry, load_config(config_file or entry.preset, list(overrides))
+    return resolve_pipeline(pipeline, config_file, overrides)
 
 
 class SlipwayGroup(click.Group):

@@ -6,7 +6,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from slipway.cli.compile import compile_pipeline
+from slipway.cli.compile import compile_pipeline, resolve_pipeline
 from slipway.cluster.kfp_client import (
     DEFAULT_TIMEOUT_S,
     Connection,
@@ -16,25 +16,8 @@ from slipway.cluster.kfp_client import (
     schedule_package,
     submit_package,
 )
-from slipway.core.config import SlipwayConfig, apply_overrides, load_config, validate_config
-from slipway.pipelines import PipelineEntry, get_pipeline
-
-
-def resolve(
-    pipeline: str | PipelineEntry,
-    config: str | Path | SlipwayConfig | None,
-    overrides: list[str] | tuple[str, ...],
-) -> tuple[PipelineEntry, SlipwayConfig]:
-    entry = get_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
-    if isinstance(config, SlipwayConfig):
-        cfg = config
-        if overrides:
-            cfg = validate_config(
-                apply_overrides(cfg.model_dump(mode="json", exclude_none=True), list(overrides))
-            )
-    else:
-        cfg = load_config(config or entry.preset, list(overrides))
-    return entry, cfg
+from slipway.core.config import SlipwayConfig
+from slipway.pipelines import PipelineEntry
 
 
 def submit(
@@ -58,7 +41,7 @@ def submit(
 
     `experiment` defaults to the config's `registry.experiment`.
     """
-    entry, cfg = resolve(pipeline, config, overrides)
+    entry, cfg = resolve_pipeline(pipeline, config, overrides)
     with tempfile.TemporaryDirectory(prefix="slipway-submit-") as tmp:
         package = compile_pipeline(entry, cfg, Path(tmp) / "pipeline.yaml")
         return submit_package(
@@ -94,7 +77,7 @@ def schedule(
     connection: Connection | None = None,
 ) -> ScheduleInfo:
     """Create a recurring run of `pipeline` (compiled with its resolved config) on a cron schedule."""
-    entry, cfg = resolve(pipeline, config, overrides)
+    entry, cfg = resolve_pipeline(pipeline, config, overrides)
     with tempfile.TemporaryDirectory(prefix="slipway-schedule-") as tmp:
         package = compile_pipeline(entry, cfg, Path(tmp) / "pipeline.yaml")
         return schedule_package(
