@@ -32,7 +32,7 @@ def custom_objects_api(kubeconfig: str | None = None, context: str | None = None
             pass  # a pod without a mounted service account token: fall through to a kubeconfig
     try:
         return client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig, context=context))
-    except (ConfigException, FileNotFoundError, OSError, ValueError, TypeError, KeyError) as err:
+    except (ConfigException, OSError, ValueError, TypeError, KeyError) as err:
         where = f"kubeconfig {kubeconfig or '(default)'}" + (f" context {context}" if context else "")
         raise ClusterError(
             f"no usable Kubernetes credentials: cannot load {where} ({err}) and not running in a pod; "
