@@ -83,11 +83,7 @@ def retrain(cfg: SlipwayConfig) -> str:
     from slipway.cluster.storage import download
 
     with tempfile.TemporaryDirectory(prefix="slipway-retrain-") as tmp:
-        uri = cfg.monitor.retrain_package
-        if uri.startswith(("http://", "https://")):
-            package = fetch(uri, Path(tmp), "pipeline.yaml")
-        else:
-            package = download(uri, Path(tmp) / "pipeline.yaml")
+        package = download(cfg.monitor.retrain_package, Path(tmp) / "pipeline.yaml")
         run = submit_package(
             package,
             run_name=f"retrain {cfg.monitor.retrain_pipeline} after drift in {cfg.name}",
