@@ -1,8 +1,8 @@
 """Compile a pipeline to KFP IR YAML with the resolved config as the default `config` parameter.
 
 The config's `cluster` section (GPUs, secrets, resources, caching, retries) becomes task and platform settings
-in the YAML (see slipway.core.cluster_config); it is left out of the runtime `config` parameter, so that moving a step to
-another node pool does not change its cache key.
+in the YAML (applied by slipway.pipelines.platform); it is left out of the runtime `config` parameter, so that
+moving a step to another node pool does not change its cache key.
 """
 
 from __future__ import annotations
