@@ -1,4 +1,4 @@
-"""Component: distil the student from the frozen teacher."""
+"""Component: distil the student from the frozen teacher (cached: its slice only)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
@@ -8,7 +8,7 @@ from slipway.core.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def distill_student(
-    config: dict, run_id: str, dataset: Input[Dataset], teacher: Input[Model], model: Output[Model]
+    config: dict, dataset: Input[Dataset], teacher: Input[Model], model: Output[Model]
 ) -> float:
     """Returns the best validation accuracy."""
     from pathlib import Path
@@ -16,6 +16,6 @@ def distill_student(
     from slipway import steps
 
     cfg = steps.begin(config)
-    result = steps.distill_student(cfg, run_id, Path(dataset.path), Path(teacher.path), Path(model.path))
-    model.metadata.update({"framework": "pytorch", "role": "student", "best_epoch": result.best_epoch})
+    result = steps.distill_student(cfg, Path(dataset.path), Path(teacher.path), Path(model.path))
+    model.metadata.update(steps.training_metadata("student", result, Path(model.path)))
     return result.best_val_accuracy

@@ -1,4 +1,4 @@
-"""Component: prune the student (structured or unstructured) and fine-tune it by distillation."""
+"""Component: prune the student (structured or unstructured) and fine-tune it by distillation (cached)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
@@ -9,7 +9,6 @@ from slipway.core.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def prune(
     config: dict,
-    run_id: str,
     dataset: Input[Dataset],
     model: Input[Model],
     teacher: Input[Model],
@@ -22,7 +21,6 @@ def prune(
 
     report = steps.prune_student(
         steps.begin(config),
-        run_id,
         Path(dataset.path),
         Path(model.path),
         Path(teacher.path),

@@ -9,7 +9,6 @@ from slipway.core.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def quantize(
     config: dict,
-    run_id: str,
     dataset: Input[Dataset],
     onnx_model: Input[Model],
     int8_model: Output[Model],
@@ -21,7 +20,6 @@ def quantize(
 
     results = steps.quantize_onnx(
         steps.begin(config),
-        run_id,
         Path(dataset.path),
         Path(onnx_model.path),
         Path(int8_model.path),

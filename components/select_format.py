@@ -1,4 +1,4 @@
-"""Component: measure every candidate format on the test split and package the fastest within budget."""
+"""Component: measure every candidate format on the test split and keep the fastest within budget (cached)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
@@ -9,7 +9,6 @@ from slipway.core.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def select_format(
     config: dict,
-    run_id: str,
     dataset: Input[Dataset],
     teacher: Input[Model],
     teacher_onnx: Input[Model],
@@ -20,7 +19,9 @@ def select_format(
     int8_onnx: Input[Model],
     fp16_onnx: Input[Model],
     chosen_model: Output[Model],
+    checkpoint: Output[Model],
     report: Output[Artifact],
+    selection_report: Output[Artifact],
     confusion_matrix: Output[Artifact],
     metrics: Output[Metrics],
 ) -> str:
@@ -31,7 +32,6 @@ def select_format(
 
     evaluation, selection = steps.select_format(
         steps.begin(config),
-        run_id,
         Path(dataset.path),
         Path(teacher.path),
         Path(teacher_onnx.path),
@@ -48,10 +48,15 @@ def select_format(
             "onnx-fp16": Path(pruned.path),
         },
         Path(chosen_model.path),
+        Path(checkpoint.path),
         Path(report.path),
+        Path(selection_report.path),
         Path(confusion_matrix.path),
     )
     chosen_model.metadata.update({"format": selection.chosen, "reasons": selection.reasons})
+    checkpoint.metadata.update({"framework": "pytorch", "format": selection.chosen})
+    dropped = {c.format: c.note for c in selection.candidates if not c.eligible}
+    selection_report.metadata.update({"chosen": selection.chosen, "dropped": dropped})
     for role, e in (("teacher", evaluation.teacher), ("student", evaluation.student)):
         for name in ("accuracy", "macro_f1", "latency_ms_p99_b1", "throughput_ips_b64"):
             metrics.log_metric(f"{role}_{name}", getattr(e, name))

@@ -9,7 +9,6 @@ from slipway.core.images import GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def build_tensorrt(
     config: dict,
-    run_id: str,
     dataset: Input[Dataset],
     onnx_model: Input[Model],
     int8_model: Input[Model],
@@ -21,7 +20,6 @@ def build_tensorrt(
 
     result = steps.build_tensorrt_engine(
         steps.begin(config),
-        run_id,
         Path(dataset.path),
         Path(onnx_model.path),
         Path(int8_model.path),

@@ -1,5 +1,5 @@
 """The stage the quickstart and optimize pipelines share: prune -> ONNX -> INT8/FP16 -> select the fastest format
-within the accuracy budget -> gate -> register. A plain function that adds tasks to the pipeline calling it."""
+within the accuracy budget -> record -> gate -> register. A plain function that adds tasks to the pipeline calling it."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +10,7 @@ from slipway.components.export import export_onnx
 from slipway.components.gate import gate
 from slipway.components.prune import prune
 from slipway.components.quantize import quantize
+from slipway.components.record import record_run
 from slipway.components.register import register
 from slipway.components.select_format import select_format
 from slipway.core.cluster_config import ClusterConfig
@@ -21,6 +22,7 @@ class CompressionStage:
     pruned_onnx: dsl.PipelineTask
     quantized: dsl.PipelineTask
     selection: dsl.PipelineTask
+    recorded: dsl.PipelineTask
     decision: dsl.PipelineTask
     registered: dsl.PipelineTask
 
@@ -28,6 +30,7 @@ class CompressionStage:
 def compress_select_register(
     *,
     config: Any,
+    slices: Any,
     run_id: Any,
     dataset: Any,
     cluster: ClusterConfig | None,
@@ -38,22 +41,24 @@ def compress_select_register(
     prune_name: str,
     register_name: str,
 ) -> CompressionStage:
-    """`model` is pruned with `teacher` distilling into it; the teacher is also the gate's reference."""
-    pruned = prune(
-        config=config, run_id=run_id, dataset=dataset, model=model, teacher=teacher
-    ).set_display_name(prune_name)
+    """`model` is pruned with `teacher` distilling into it; the teacher is also the gate's reference.
+
+    `config` (the resolved config) goes to the uncached steps, `slices` (start's outputs) to the cached ones.
+    """
+    pruned = prune(config=slices["prune"], dataset=dataset, model=model, teacher=teacher).set_display_name(
+        prune_name
+    )
     configure_task(pruned, "gpu", cluster)
     pruned_onnx = export_onnx(
-        config=config, dataset=dataset, model=pruned.outputs["pruned_model"]
+        config=slices["export"], dataset=dataset, model=pruned.outputs["pruned_model"]
     ).set_display_name("export-pruned")
     configure_task(pruned_onnx, "cpu", cluster)
     quantized = quantize(
-        config=config, run_id=run_id, dataset=dataset, onnx_model=pruned_onnx.outputs["onnx_model"]
+        config=slices["quantize"], dataset=dataset, onnx_model=pruned_onnx.outputs["onnx_model"]
     ).set_display_name("quantize")
     configure_task(quantized, "cpu", cluster)
     selection = select_format(
-        config=config,
-        run_id=run_id,
+        config=slices["select"],
         dataset=dataset,
         teacher=teacher,
         teacher_onnx=teacher_onnx,
@@ -65,14 +70,31 @@ def compress_select_register(
         fp16_onnx=quantized.outputs["fp16_model"],
     ).set_display_name("select-format")
     configure_task(selection, "cpu", cluster)
+    recorded = record_run(
+        config=config,
+        run_id=run_id,
+        dataset=dataset,
+        teacher=teacher,
+        student=model,
+        pruned=pruned.outputs["pruned_model"],
+        int8_model=quantized.outputs["int8_model"],
+        fp16_model=quantized.outputs["fp16_model"],
+        report=selection.outputs["report"],
+        selection_report=selection.outputs["selection_report"],
+        confusion_matrix=selection.outputs["confusion_matrix"],
+    ).set_display_name("record")
+    configure_task(recorded, "side_effects", cluster)
     decision = gate(config=config, run_id=run_id, report=selection.outputs["report"]).set_display_name("gate")
+    decision.after(recorded)
     configure_task(decision, "side_effects", cluster)
     registered = register(
         config=config,
         run_id=run_id,
         student_onnx=selection.outputs["chosen_model"],
+        checkpoint=selection.outputs["checkpoint"],
+        dataset=dataset,
         report=selection.outputs["report"],
         decision=decision.outputs["decision"],
     ).set_display_name(register_name)
     configure_task(registered, "side_effects", cluster)
-    return CompressionStage(pruned_onnx, quantized, selection, decision, registered)
+    return CompressionStage(pruned_onnx, quantized, selection, recorded, decision, registered)

@@ -6,29 +6,50 @@ from kfp import dsl
 from slipway.components.data import prepare_data
 from slipway.components.export import export_onnx
 from slipway.components.source import resolve_source
+from slipway.components.start import start_run
 from slipway.components.tensorrt import build_tensorrt
 from slipway.pipelines.compression import compress_select_register
 from slipway.pipelines.platform import configure_task, current_cluster
 
 
 @dsl.pipeline(name="slipway-optimize", description=__doc__)
-def optimize(config: dict, run_key: str, build_tensorrt_engine: bool = False):
+def optimize(
+    config: dict,
+    run_key: str = "",
+    data_source: str = "",
+    min_accuracy: float = -1.0,
+    max_accuracy_drop: float = -1.0,
+    model_name: str = "",
+    build_tensorrt_engine: bool = False,
+):
     cluster = current_cluster()  # set only by slipway.cli.compile; None under kfp.local
-    data = prepare_data(config=config, run_key=run_key).set_display_name("data")
+    start = start_run(
+        config=config,
+        run_key=run_key,
+        pipeline="optimize",
+        data_source=data_source,
+        min_accuracy=min_accuracy,
+        max_accuracy_drop=max_accuracy_drop,
+        model_name=model_name,
+    ).set_display_name("start")
+    configure_task(start, "side_effects", cluster)
+    run_id, resolved, slices = start.outputs["run_id"], start.outputs["config"], start.outputs
+    data = prepare_data(config=slices["data"]).set_display_name("data")
     configure_task(data, "cpu", cluster)
-    run_id = data.outputs["Output"]
     dataset = data.outputs["dataset"]
-    source = resolve_source(config=config, run_id=run_id).set_display_name("resolve-source")
+    # It reads the registry's live state (an alias moves): never cached.
+    source = resolve_source(config=resolved, run_id=run_id).set_display_name("resolve-source")
     configure_task(source, "side_effects", cluster)
     source_model = source.outputs["model"]
-    source_onnx = export_onnx(config=config, dataset=dataset, model=source_model).set_display_name(
+    source_onnx = export_onnx(config=slices["export"], dataset=dataset, model=source_model).set_display_name(
         "export-source"
     )
     configure_task(source_onnx, "cpu", cluster)
     # No separate teacher here: the source model itself teaches its pruned version (self-distillation), and it
     # is the gate's reference ("teacher" in the report): the drop is what optimization cost.
     stage = compress_select_register(
-        config=config,
+        config=resolved,
+        slices=slices,
         run_id=run_id,
         dataset=dataset,
         cluster=cluster,
@@ -41,8 +62,7 @@ def optimize(config: dict, run_key: str, build_tensorrt_engine: bool = False):
     )
     with dsl.If(build_tensorrt_engine == True, name="tensorrt"):  # noqa: E712  (KFP condition syntax)
         engine = build_tensorrt(
-            config=config,
-            run_id=run_id,
+            config=slices["tensorrt"],
             dataset=dataset,
             onnx_model=stage.pruned_onnx.outputs["onnx_model"],
             int8_model=stage.quantized.outputs["int8_model"],

@@ -45,7 +45,6 @@ def compile_normalized(name: str) -> str:
     return normalize(text)
 
 
-GOLDEN_RUN_ID = "0123456789abcdef0123456789abcdef"
 GOLDEN_DATASET_URI = "minio://mlpipeline/v2/artifacts/slipway-quickstart/run/prepare-data/dataset"
 
 
@@ -68,9 +67,9 @@ def golden_requests() -> dict[str, TrainingRequest]:
         [*common, "train.distributed.engine=pytorchjob", "train.distributed.elastic_min_nodes=1"],
     )
     return {
-        "trainjob": TrainingRequest(trainjob, "teacher", GOLDEN_RUN_ID, GOLDEN_DATASET_URI),
-        "pytorchjob": TrainingRequest(pytorchjob, "teacher", GOLDEN_RUN_ID, GOLDEN_DATASET_URI),
-        "pytorchjob-elastic": TrainingRequest(elastic, "teacher", GOLDEN_RUN_ID, GOLDEN_DATASET_URI),
+        "trainjob": TrainingRequest(trainjob, "teacher", GOLDEN_DATASET_URI),
+        "pytorchjob": TrainingRequest(pytorchjob, "teacher", GOLDEN_DATASET_URI),
+        "pytorchjob-elastic": TrainingRequest(elastic, "teacher", GOLDEN_DATASET_URI),
     }
 
 

@@ -6,6 +6,7 @@ tracking URI (and credentials) come from the environment, set from a Kubernetes 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,8 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
+from slipway.core.artifacts import sha256_file
 from slipway.core.config import RegistryConfig
 from slipway.core.errors import NotFoundError, RegistryError
 from slipway.evaluation.gate import Champion
@@ -26,6 +29,14 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 RUN_KEY_TAG = "slipway.run_key"
+SHA256_TAG = "slipway.sha256"  # version tag: sha256 of the stored model.onnx
+CHECKPOINT_SHA256_TAG = "slipway.checkpoint_sha256"  # run and version tag: sha256 of checkpoint/model.pt
+MODEL_REPOSITORY_TAG = "slipway.model_repository"
+MODEL_REPOSITORY_SHA256_TAG = "slipway.model_repository_sha256"
+ONNX_FILE = "model.onnx"  # mlflow.onnx's data file inside a logged model
+CHECKPOINT_DIR = "checkpoint"  # run folder holding the PyTorch parent of the registered ONNX
+CHECKPOINT_FILE = "model.pt"
+MODEL_REPOSITORY_ARTIFACT = "triton_model_repository"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
@@ -145,25 +156,268 @@ def find_run(cfg: RegistryConfig, run_key: str) -> Any:
 
 
 def register_onnx(
-    cfg: RegistryConfig, run_id: str, onnx_path: str | Path, tags: dict[str, str]
+    cfg: RegistryConfig,
+    run_id: str,
+    onnx_path: str | Path,
+    tags: dict[str, str],
+    input_example: np.ndarray,
 ) -> RegisteredVersion:
-    """Log the ONNX model into the run, register a new version with lineage tags, alias it `challenger`."""
+    """Log the ONNX file byte for byte, verify what MLflow stored, then register it and alias it `challenger`.
+
+    The version exists only once the stored model.onnx hashes to the source file's digest, so `slipway.sha256`
+    (set here, overriding any in `tags`) names the very bytes that are packaged, served and downloaded.
+    `input_example` (a few rows of model input) gives the logged signature and input example.
+    """
     import mlflow
+    from mlflow.models import Model
+
+    onnx_path = Path(onnx_path)
+    _require_self_contained(onnx_path)
+    expected = sha256_file(onnx_path)
+    example, signature = _signature(onnx_path, input_example)
+    uri = tracking_uri(cfg)
+    client = mlflow_client(cfg)
+    # An active run, not just run_id=: Model.log puts the logged model in the active run's experiment.
+    with _fluent_store(uri), mlflow.start_run(run_id=run_id):
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=_VerbatimOnnx(onnx_path),
+            flavor_name="mlflow.onnx",
+            run_id=run_id,
+            signature=signature,
+            input_example=example,
+            pip_requirements=["onnxruntime", "onnx"],
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        location = client.get_logged_model(info.model_id).artifact_location.rstrip("/")
+        stored_file = _download(cfg, f"{location}/{ONNX_FILE}", tmp)
+        stored = sha256_file(stored_file)
+    if stored != expected:
+        raise RegistryError(
+            f"MLflow stored {ONNX_FILE} for {onnx_path} with sha256 {stored}, not the source's {expected}; "
+            f"the logged model {info.model_uri} in run {run_id} was not registered"
+        )
+    if (given := tags.get(SHA256_TAG, expected)) != expected:
+        log.warning(
+            "%s: the caller's %s %s replaced by the stored %s", onnx_path, SHA256_TAG, given, expected
+        )
+    version_tags = {**tags, SHA256_TAG: expected}
+    # The run's checkpoint digest (log_checkpoint) travels with the version, for download_checkpoint.
+    if checkpoint_digest := client.get_run(run_id).data.tags.get(CHECKPOINT_SHA256_TAG):
+        version_tags[CHECKPOINT_SHA256_TAG] = checkpoint_digest
+    with _fluent_store(uri):
+        mv = mlflow.register_model(info.model_uri, cfg.model_name, tags=version_tags)
+    client.set_registered_model_alias(cfg.model_name, CHALLENGER, str(mv.version))
+    return describe_version(cfg, str(mv.version), run_id)
+
+
+class _VerbatimOnnx:
+    """mlflow.onnx as a Model.log flavor, except that model.onnx is the source file itself.
+
+    mlflow.onnx.save_model re-serializes the graph (and by default splits weights into external data files);
+    copying the source over its output keeps the stored bytes identical to the packaged and served file.
+    """
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def save_model(self, path: str, mlflow_model: Any, **kwargs: Any) -> None:
+        import mlflow
+        import onnx
+
+        model = onnx.load(str(self.source))
+        mlflow.onnx.save_model(model, path, mlflow_model=mlflow_model, save_as_external_data=False, **kwargs)
+        stored = Path(path) / ONNX_FILE
+        if stored.read_bytes() != self.source.read_bytes():
+            shutil.copyfile(self.source, stored)
+            mlflow_model.model_size_bytes = sum(
+                f.stat().st_size for f in Path(path).rglob("*") if f.is_file()
+            )
+            mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def _require_self_contained(onnx_path: Path) -> None:
+    """A file whose weights live in external data files is not the whole model: refuse to register it."""
     import onnx
 
-    client = mlflow_client(cfg)
-    with _fluent_store(tracking_uri(cfg)), mlflow.start_run(run_id=run_id):
-        info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
-            name="model",
-            pip_requirements=["onnxruntime", "onnx"],
-            registered_model_name=cfg.model_name,
+    if not onnx_path.is_file():
+        raise NotFoundError(f"{onnx_path}: no such ONNX file to register")
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    external = [t.name for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise RegistryError(
+            f"{onnx_path} keeps {len(external)} tensors (e.g. {external[0]!r}) in external data files; "
+            "register a single self-contained ONNX file (torch.onnx.export(..., external_data=False))"
         )
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(cfg.model_name, version, key, value)
-    client.set_registered_model_alias(cfg.model_name, CHALLENGER, version)
-    return describe_version(cfg, version, run_id)
+
+
+def _signature(onnx_path: Path, input_example: np.ndarray) -> tuple[dict[str, np.ndarray], Any]:
+    """The input example keyed by the graph's input name, and the signature from it and its outputs."""
+    import onnxruntime as ort
+    from mlflow.models import infer_signature
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise RegistryError(f"{onnx_path.name} has {len(inputs)} inputs; register_onnx expects one")
+    x = np.asarray(input_example)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise RegistryError(f"input_example must be a non-empty batch of model input, got shape {x.shape}")
+    try:
+        outputs = session.run(None, {inputs[0].name: x})
+    except Exception as err:  # onnxruntime reports a wrong dtype or shape with its own exception types
+        raise RegistryError(
+            f"{onnx_path.name} cannot run the input example ({x.dtype}, shape {x.shape}): {err}"
+        ) from None
+    example = {inputs[0].name: x}
+    predicted = {o.name: y for o, y in zip(session.get_outputs(), outputs, strict=True)}
+    return example, infer_signature(example, predicted)
+
+
+def download_model(cfg: RegistryConfig, version: str, dst_dir: str | Path) -> Path:
+    """Download a version's model.onnx into `dst_dir`, returned only if it hashes to the version's tag."""
+    mv = _model_version(cfg, cfg.model_name, version=version)
+    expected = _required_tag(mv, SHA256_TAG, "it was registered before Slipway verified model digests")
+    location = mlflow_client(cfg).get_model_version_download_uri(cfg.model_name, str(mv.version))
+    path = _download(cfg, f"{location.rstrip('/')}/{ONNX_FILE}", dst_dir)
+    _verify(path, expected, SHA256_TAG, f"{cfg.model_name} v{mv.version}")
+    return path
+
+
+def log_checkpoint(cfg: RegistryConfig, run_id: str, version: str | None, checkpoint_path: str | Path) -> str:
+    """Log the PyTorch parent as `checkpoint/model.pt` in the run and record its sha256; returns the digest.
+
+    The digest goes on the run (select_format logs the parent before any version exists, and register_onnx
+    copies the run's digest onto the version) and, when `version` is given, on that version directly.
+    """
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no such checkpoint to log")
+    client = mlflow_client(cfg)
+    if version is not None:
+        mv = _model_version(cfg, cfg.model_name, version=version)
+        if mv.run_id != run_id:
+            raise RegistryError(f"{cfg.model_name} v{version} belongs to run {mv.run_id}, not {run_id}")
+    digest = sha256_file(path)
+    log_artifact(cfg, run_id, path, CHECKPOINT_DIR, CHECKPOINT_FILE)
+    client.set_tag(run_id, CHECKPOINT_SHA256_TAG, digest)
+    if version is not None:
+        client.set_model_version_tag(cfg.model_name, version, CHECKPOINT_SHA256_TAG, digest)
+    return digest
+
+
+def download_checkpoint(
+    cfg: RegistryConfig,
+    name: str,
+    dst_dir: str | Path,
+    *,
+    version: str | None = None,
+    alias: str | None = None,
+) -> tuple[Path, RegisteredVersion]:
+    """Download the verified PyTorch parent of `name` at `version` (or, when version is None, at `alias`).
+
+    Returns the file under `dst_dir` and the resolved version; a digest mismatch deletes the file and raises.
+    """
+    mv = _model_version(cfg, name, version=version, alias=alias)
+    where = f"{name} v{mv.version}"
+    why = "it predates checkpoint digests; set source.checkpoint to a .pt file instead"
+    expected = _required_tag(mv, CHECKPOINT_SHA256_TAG, why)
+    try:
+        path = _download(cfg, f"runs:/{mv.run_id}/{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", dst_dir)
+    except Exception as err:  # mlflow raises several types for a missing artifact
+        raise NotFoundError(
+            f"{where}: its run {mv.run_id} at {tracking_uri(cfg)} has no {CHECKPOINT_DIR}/{CHECKPOINT_FILE} "
+            f"artifact ({err}); set source.checkpoint instead"
+        ) from None
+    _verify(path, expected, CHECKPOINT_SHA256_TAG, where)
+    found = RegisteredVersion(
+        tracking_uri=tracking_uri(cfg),
+        model_name=name,
+        version=str(mv.version),
+        aliases=sorted(mv.aliases),
+        run_id=mv.run_id,
+    )
+    return path, found
+
+
+def log_model_repository(cfg: RegistryConfig, version: str, repo_dir: str | Path) -> str:
+    """Log a Triton model repository folder into the version's run; tag the version with its URI and digest.
+
+    Returns the artifact URI; `slipway.model_repository_sha256` is directory_sha256 of the folder.
+    """
+    repo = Path(repo_dir)
+    if not repo.is_dir():
+        raise NotFoundError(f"{repo}: no such Triton model repository folder")
+    digest = directory_sha256(repo)
+    mv = _model_version(cfg, cfg.model_name, version=version)
+    client = mlflow_client(cfg)
+    client.log_artifacts(mv.run_id, str(repo), MODEL_REPOSITORY_ARTIFACT)
+    artifact_uri = f"{client.get_run(mv.run_id).info.artifact_uri.rstrip('/')}/{MODEL_REPOSITORY_ARTIFACT}"
+    client.set_model_version_tag(cfg.model_name, str(mv.version), MODEL_REPOSITORY_TAG, artifact_uri)
+    client.set_model_version_tag(cfg.model_name, str(mv.version), MODEL_REPOSITORY_SHA256_TAG, digest)
+    return artifact_uri
+
+
+def directory_sha256(root: str | Path) -> str:
+    """One digest for a folder: sha256 over sorted `<sha256>  <relative path>` lines (sha256sum format)."""
+    root = Path(root)
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+    if not files:
+        raise RegistryError(f"{root} holds no files")
+    digest = hashlib.sha256()
+    for relative, path in files:
+        digest.update(f"{sha256_file(path)}  {relative}\n".encode())
+    return digest.hexdigest()
+
+
+def _model_version(
+    cfg: RegistryConfig, name: str, version: str | None = None, alias: str | None = None
+) -> Any:
+    """The ModelVersion for `version`, else for `alias`; NotFoundError says where it looked."""
+    import mlflow
+
+    if version is None and alias is None:
+        raise RegistryError(f"registered model {name!r}: give a version or an alias")
+    which = f"version {version}" if version is not None else f"alias {alias!r}"
+    client = mlflow_client(cfg)
+    try:
+        if version is not None:
+            return client.get_model_version(name, str(version))
+        return client.get_model_version_by_alias(name, str(alias))
+    except mlflow.exceptions.MlflowException as err:
+        raise NotFoundError(
+            f"registered model {name!r} {which} not found at {tracking_uri(cfg)}: {err.message}"
+        ) from None
+
+
+def _required_tag(mv: Any, tag: str, why_missing: str) -> str:
+    value = (mv.tags or {}).get(tag)
+    if not value:
+        raise RegistryError(f"{mv.name} v{mv.version} has no {tag} tag: {why_missing}")
+    return str(value)
+
+
+def _download(cfg: RegistryConfig, artifact_uri: str, dst_dir: str | Path) -> Path:
+    """Download through the configured store, never the global one (which would also export env vars)."""
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=artifact_uri, dst_path=str(dst_dir), tracking_uri=uri, registry_uri=uri
+    )
+    return Path(local)
+
+
+def _verify(path: Path, expected: str, tag: str, where: str) -> None:
+    """Refuse a downloaded file whose sha256 differs from the registry tag; the file is deleted."""
+    actual = sha256_file(path)
+    if actual != expected:
+        path.unlink(missing_ok=True)
+        raise RegistryError(
+            f"{where}: downloaded {path.name} has sha256 {actual}, but its {tag} tag expects {expected}; "
+            "the stored file changed after registration, so it was deleted and refused"
+        )
 
 
 def describe_version(cfg: RegistryConfig, version: str, run_id: str | None = None) -> RegisteredVersion:
@@ -179,7 +433,7 @@ def describe_version(cfg: RegistryConfig, version: str, run_id: str | None = Non
 
 
 def promote(cfg: RegistryConfig, version: str) -> RegisteredVersion:
-    """Move the `champion` alias to this version (the previous champion keeps its version, loses the alias)."""
+    """Move the `champion` alias to this version (the previous champion keeps its version, not the alias)."""
     mlflow_client(cfg).set_registered_model_alias(cfg.model_name, CHAMPION, version)
     return describe_version(cfg, version)
 

@@ -1,4 +1,5 @@
-"""Every quickstart component through `.python_func`, chained on real files (unit level, no KFP runner)."""
+"""Every component through `.python_func`, chained on real files (unit level, no KFP runner): start hands the
+cached steps their slices, they write their numbers into their outputs, record puts them into MLflow."""
 
 import json
 from pathlib import Path
@@ -12,77 +13,125 @@ from slipway.components.export import export_onnx
 from slipway.components.gate import gate
 from slipway.components.package import package_triton
 from slipway.components.promote import promote
+from slipway.components.prune import prune
+from slipway.components.quantize import quantize
+from slipway.components.record import record_run
 from slipway.components.register import register
 from slipway.components.select_format import select_format
+from slipway.components.source import resolve_source
+from slipway.components.start import start_run
 from slipway.components.train import train_teacher
-from slipway.registry import champion
+from slipway.core.config import to_parameter
+from slipway.registry import champion, find_run, mlflow_client
 from slipway.serving.triton_repository import read_model_config
 
 
-def _artifact(kind, tmp_path: Path, name: str):
-    return kind(name=name, uri=str(tmp_path / name), metadata={})
-
-
 def test_components_chain(tmp_path: Path, fast_config) -> None:
-    config = fast_config.model_dump(mode="json", exclude_none=True)
-    a = lambda kind, name: _artifact(kind, tmp_path, name)  # noqa: E731
+    cfg = fast_config.model_copy(deep=True)
+    cfg.compress.quantize.fp16 = False  # a disabled precision must flow through as "not produced"
+    a = lambda kind, name: kind(name=name, uri=str(tmp_path / name), metadata={})  # noqa: E731
+    start = start_run.python_func(
+        config=to_parameter(cfg), run_key="k", pipeline="quickstart", teacher_epochs=2
+    )
+    run_id, config = start.run_id, start.config
+    assert start.teacher["train"]["epochs"] == 2 and "gate" not in start.teacher
     dataset, reference = a(dsl.Dataset, "dataset"), a(dsl.Dataset, "reference")
-    run_id = prepare_data.python_func(config=config, run_key="k", dataset=dataset, reference=reference)
+    prepare_data.python_func(config=start.data, dataset=dataset, reference=reference)
     assert dataset.metadata["input_shape"] == [1, 8, 8] and len(dataset.metadata["fingerprint"]) == 64
 
     teacher, student = a(dsl.Model, "teacher"), a(dsl.Model, "student")
-    assert 0 < train_teacher.python_func(config=config, run_id=run_id, dataset=dataset, model=teacher) <= 1
-    assert (
-        0
-        < distill_student.python_func(
-            config=config, run_id=run_id, dataset=dataset, teacher=teacher, model=student
-        )
-        <= 1
+    assert 0 < train_teacher.python_func(config=start.teacher, dataset=dataset, model=teacher) <= 1
+    assert teacher.metadata["epochs_run"] == 2 and len(teacher.metadata["history"]) == 2
+    accuracy = distill_student.python_func(
+        config=start.student, dataset=dataset, teacher=teacher, model=student
     )
+    assert 0 < accuracy <= 1 and student.metadata["params"] < teacher.metadata["params"]
 
-    teacher_onnx, student_onnx = a(dsl.Model, "teacher.onnx"), a(dsl.Model, "student.onnx")
-    export_onnx.python_func(config=config, dataset=dataset, model=teacher, onnx_model=teacher_onnx)
-    export_onnx.python_func(config=config, dataset=dataset, model=student, onnx_model=student_onnx)
-    assert student_onnx.metadata["parity"]["top1_agreement"] >= 0.999
-    assert student_onnx.metadata["artifact"]["sha256"]
+    pruned = a(dsl.Model, "pruned")
+    prune.python_func(
+        config=start.prune, dataset=dataset, model=student, teacher=teacher, pruned_model=pruned
+    )
+    assert pruned.metadata["params_after"] < pruned.metadata["params_before"]
+    onnx = {n: a(dsl.Model, f"{n}.onnx") for n in ("teacher", "student", "pruned")}
+    for name, model in (("teacher", teacher), ("student", student), ("pruned", pruned)):
+        export_onnx.python_func(config=start.export, dataset=dataset, model=model, onnx_model=onnx[name])
+    assert onnx["student"].metadata["parity"]["top1_agreement"] >= 0.999
+    int8, fp16 = a(dsl.Model, "int8.onnx"), a(dsl.Model, "fp16.onnx")
+    quantize.python_func(
+        config=start.quantize, dataset=dataset, onnx_model=onnx["pruned"], int8_model=int8, fp16_model=fp16
+    )
+    assert "accuracy" in int8.metadata and fp16.metadata == {"skipped": True}
 
-    report, cm, metrics = a(dsl.Artifact, "report"), a(dsl.Artifact, "cm"), a(dsl.Metrics, "metrics")
-    chosen = a(dsl.Model, "chosen.onnx")
-    not_produced = a(dsl.Model, "not-produced")  # a disabled compression output: no file
+    chosen, checkpoint = a(dsl.Model, "chosen.onnx"), a(dsl.Model, "chosen.pt")
+    report, selection, cm = a(dsl.Artifact, "report"), a(dsl.Artifact, "selection"), a(dsl.Artifact, "cm")
     fmt = select_format.python_func(
+        config=start.select,
+        dataset=dataset,
+        teacher=teacher,
+        teacher_onnx=onnx["teacher"],
+        student=student,
+        student_onnx=onnx["student"],
+        pruned=pruned,
+        pruned_onnx=onnx["pruned"],
+        int8_onnx=int8,
+        fp16_onnx=fp16,
+        chosen_model=chosen,
+        checkpoint=checkpoint,
+        report=report,
+        selection_report=selection,
+        confusion_matrix=cm,
+        metrics=a(dsl.Metrics, "metrics"),
+    )
+    assert fmt in {"onnx-fp32", "onnx-pruned-fp32", "onnx-int8"} and chosen.metadata["format"] == fmt
+    assert "onnx-fp16" in selection.metadata["dropped"]
+    assert set(json.loads(Path(report.path).read_text())) >= {"teacher", "teacher_eager", "student"}
+    assert Path(cm.path).read_bytes()[:4] == b"\x89PNG"
+
+    record_run.python_func(
         config=config,
         run_id=run_id,
         dataset=dataset,
         teacher=teacher,
-        teacher_onnx=teacher_onnx,
         student=student,
-        student_onnx=student_onnx,
-        pruned=not_produced,
-        pruned_onnx=not_produced,
-        int8_onnx=not_produced,
-        fp16_onnx=not_produced,
-        chosen_model=chosen,
+        pruned=pruned,
+        int8_model=int8,
+        fp16_model=fp16,
         report=report,
+        selection_report=selection,
         confusion_matrix=cm,
-        metrics=metrics,
     )
-    assert fmt == "onnx-fp32" and chosen.metadata["format"] == fmt
-    assert set(json.loads(Path(report.path).read_text())) >= {"teacher", "teacher_eager", "student"}
-    assert Path(cm.path).read_bytes()[:4] == b"\x89PNG"
+    run = find_run(fast_config.registry, "k")
+    assert json.loads(run.data.tags["slipway.student"])["format"] == fmt
+    assert run.data.tags["slipway.produced_by.teacher"] == run_id  # produced here, not reused from a cache
+    history = mlflow_client(fast_config.registry).get_metric_history(run_id, "teacher.val_accuracy")
+    assert [m.step for m in history] == [1, 2]
 
     decision = a(dsl.Artifact, "decision")
     passed = gate.python_func(config=config, run_id=run_id, report=report, decision=decision)
     assert passed == decision.metadata["passed"] and decision.metadata["reasons"]
-
     version = register.python_func(
-        config=config, run_id=run_id, student_onnx=chosen, report=report, decision=decision
+        config=config,
+        run_id=run_id,
+        student_onnx=chosen,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        report=report,
+        decision=decision,
     )
     assert version == "1"
     assert promote.python_func(config=config, run_id=run_id, version=version) == "challenger,champion"
     assert champion(fast_config.registry).version == "1"
 
     repo = a(dsl.Model, "repo")
-    package_triton.python_func(config=config, run_id=run_id, student_onnx=student_onnx, model_repository=repo)
+    package_triton.python_func(
+        config=config, run_id=run_id, version=version, student_onnx=chosen, model_repository=repo
+    )
     assert read_model_config(Path(repo.path) / "slipway-quickstart").max_batch_size == 64
     with np.load(reference.path) as ref:
         assert ref["x"].shape[1:] == (1, 8, 8)
+
+    # The optimize pipeline starts from the registered champion: its checkpoint comes back verified.
+    source = a(dsl.Model, "source")
+    resolve_source.python_func(config=config, run_id=run_id, model=source)
+    assert source.metadata["version"] == "1" and source.metadata["params"] > 0
+    assert Path(source.path).read_bytes() == Path(checkpoint.path).read_bytes()

@@ -52,7 +52,6 @@ def test_engine_builds_with_profile_cache_and_metadata(precision, onnx_models, d
 
     fp32, int8 = onnx_models
     cfg = TensorRTConfig(
-        enabled=True,
         int8=precision == "int8",
         min_batch=1,
         opt_batch=32,

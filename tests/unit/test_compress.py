@@ -15,12 +15,12 @@ from slipway.compression.pruning import (
     unstructured_prune,
     weight_sparsity,
 )
-from slipway.core.config import DistillConfig, ModelSpec, PruneConfig
+from slipway.core.config import FinetuneConfig, ModelSpec, PruneConfig
 from slipway.core.errors import ModelError
 from slipway.core.models import build_model, count_parameters, load_model, save_model
 
 SHAPE, CLASSES = (1, 8, 8), 10
-QUICK = DistillConfig(epochs=1, patience=1)
+QUICK = FinetuneConfig(epochs=1, patience=1)
 
 
 def _student(arch: str = "student_cnn", **kwargs) -> nn.Module:

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from slipway.core.config import PRESETS, apply_overrides, load_config, parse_override, validate_config
+from slipway.core.config import (
+    PRESETS,
+    SlipwayConfig,
+    apply_overrides,
+    load_config,
+    parse_override,
+    validate_config,
+)
 from slipway.core.errors import ConfigError
 
 
@@ -75,3 +82,22 @@ def test_preferred_batch_sizes_must_fit_max_batch() -> None:
 def test_config_survives_a_kfp_parameter_round_trip() -> None:
     cfg = load_config("quickstart")
     assert validate_config(cfg.model_dump(mode="json", exclude_none=True)) == cfg
+
+
+def test_a_yaml_file_is_read_over_the_defaults_not_over_a_preset(tmp_path: Path) -> None:
+    """A file is the whole config: keys it leaves out take SlipwayConfig's defaults (not the quickstart
+    preset's), and a section it gives in part keeps the defaults of the keys it does not name."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 2\n")
+    cfg = load_config(path, ["train.distributed.num_nodes=2"])
+    defaults = SlipwayConfig()
+    assert cfg.train.label_smoothing == defaults.train.label_smoothing != load_config().train.label_smoothing
+    assert cfg.train.lr == defaults.train.lr
+    assert cfg.train.distributed.runtime == defaults.train.distributed.runtime
+
+
+def test_config_survives_a_compact_dump() -> None:
+    """The cluster training request carries `exclude_defaults` JSON; it must read back to the same config."""
+    for name in PRESETS:
+        cfg = load_config(name, ["compress.prune.finetune.epochs=30", "distill.label_smoothing=0.1"])
+        assert validate_config(cfg.model_dump(mode="json", exclude_defaults=True)) == cfg

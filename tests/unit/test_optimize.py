@@ -75,7 +75,7 @@ def test_skipped_outputs_are_not_candidates(tmp_path: Path) -> None:
 def test_compress_config_defaults_and_validation() -> None:
     cfg = load_config("quickstart")
     assert cfg.compress.prune.method == "structured" and cfg.compress.quantize.per_channel
-    assert cfg.compress.tensorrt.enabled is False and cfg.triton.tensorrt_accelerator is False
+    assert cfg.triton.tensorrt_accelerator is False
     for preset in ("mnist1d", "optimize"):
         assert load_config(preset).compress.accuracy_budget_points == 1.0
     with pytest.raises(ConfigError, match=r"compress\.quantize\.calibration_method"):

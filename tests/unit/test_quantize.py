@@ -1,5 +1,6 @@
-"""INT8 (static QDQ) and FP16 with ONNX Runtime: parity with FP32, metadata, and the fallback ladder."""
+"""INT8 (static QDQ) and FP16 with ONNX Runtime: parity with FP32, metadata, the fallback ladder, rejection."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,8 @@ from slipway.compression.quantize import (
     convert_fp16,
     quantize_int8,
 )
-from slipway.core.artifacts import read_metadata, write_metadata
+from slipway.core.artifacts import read_metadata, sha256_file, write_metadata
 from slipway.core.config import ModelSpec, QuantizeConfig, TrainConfig
-from slipway.core.errors import ExportError
 from slipway.core.models import build_model, count_parameters
 from slipway.training.loop import train
 
@@ -97,40 +97,80 @@ def test_fp16_keeps_fp32_io_and_passes_parity(fp32_onnx: Path, digits_splits, tm
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(out)).graph.initializer)
 
 
-def test_fallback_ladder_then_failure_with_numbers(fp32_onnx, digits_splits, tmp_path, monkeypatch) -> None:
+def test_over_budget_after_every_fallback_is_kept_rejected_not_raised(
+    fp32_onnx, digits_splits, tmp_path, monkeypatch
+) -> None:
     s = digits_splits
     seen: list[tuple[str | None, list[str]]] = []
+    accuracies = [0.5, 0.7, 0.6]  # the second rung is the best miss: it is the one kept
 
     def over_budget(label, method, excluded, candidate, reference, cfg, threads) -> Attempt:
         seen.append((method, excluded))
+        acc = accuracies[len(seen) - 1]
         return Attempt(
             label=label,
             calibration_method=method,
             excluded_nodes=excluded,
-            accuracy=0.5,
-            accuracy_delta_points=40.0,
+            accuracy=acc,
+            accuracy_delta_points=(0.9 - acc) * 100,
             top1_agreement=0.6,
             passed=False,
             failure="over",
         )
 
     monkeypatch.setattr(quantize, "_measure", over_budget)
-    with pytest.raises(
-        ExportError, match=r"INT8 .* after every fallback: .*\+40\.00 points.*agreement 0\.6000"
-    ):
-        quantize_int8(
-            fp32_onnx,
-            tmp_path / "q.onnx",
-            calibration_sample(s.x_train, 32, 0),
-            s.x_val[:50],
-            s.x_test,
-            s.y_test,
-            QuantizeConfig(),
-            threads=1,
-        )
+    out = tmp_path / "q.onnx"
+    result = quantize_int8(
+        fp32_onnx,
+        out,
+        calibration_sample(s.x_train, 32, 0),
+        s.x_val[:50],
+        s.x_test,
+        s.y_test,
+        QuantizeConfig(),
+        threads=1,
+    )
     boundary = boundary_nodes(fp32_onnx)
     assert seen == [("minmax", []), ("minmax", boundary), ("percentile", boundary)]
-    assert not (tmp_path / "q.onnx").exists()
+    assert result.rejected is not None and len(result.attempts) == 3
+    assert re.search(r"INT8 .* after every fallback: .*\+40\.00 points.*agreement 0\.6000", result.rejected)
+    assert "kept int8 (minmax, first/last in FP32)" in result.rejected
+    assert result.accuracy == 0.7 and result.accuracy_delta_points == pytest.approx(20.0)
+    meta = read_metadata(out)  # a later step with only the file sees the rejection and the kept attempt
+    assert meta.extra["rejected"] == result.rejected
+    assert meta.extra["fp32_excluded_nodes"] == boundary and meta.extra["accuracy"] == 0.7
+    assert meta.sha256 == sha256_file(out) and {"QuantizeLinear"} <= {
+        n.op_type for n in onnx.load(str(out)).graph.node
+    }
+
+
+def test_within_budget_outcome_is_not_rejected(fp32_onnx, digits_splits, tmp_path, monkeypatch) -> None:
+    def first_fits(label, method, excluded, candidate, reference, cfg, threads) -> Attempt:
+        return Attempt(
+            label=label,
+            calibration_method=method,
+            excluded_nodes=excluded,
+            accuracy=0.9,
+            accuracy_delta_points=0.0,
+            top1_agreement=1.0,
+            passed=True,
+        )
+
+    monkeypatch.setattr(quantize, "_measure", first_fits)
+    s, out = digits_splits, tmp_path / "fp16.onnx"
+    result = convert_fp16(fp32_onnx, out, s.x_val[:50], s.x_test, s.y_test, QuantizeConfig(), threads=1)
+    assert result.rejected is None and len(result.attempts) == 1
+    assert "rejected" not in read_metadata(out).extra
+
+
+def test_a_broken_model_still_raises(digits_splits, tmp_path: Path) -> None:
+    s, bad = digits_splits, tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(Exception, match="INVALID_PROTOBUF"):  # onnxruntime's pybind error type
+        convert_fp16(
+            bad, tmp_path / "out.onnx", s.x_val[:10], s.x_test, s.y_test, QuantizeConfig(), threads=1
+        )
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_boundary_nodes_are_first_and_last_compute_nodes(fp32_onnx: Path) -> None:

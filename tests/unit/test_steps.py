@@ -10,34 +10,44 @@ from chance import min_share
 
 from slipway import steps
 from slipway.core import data as data_lib
-from slipway.core.config import SlipwayConfig
+from slipway.core.config import SlipwayConfig, to_parameter
 from slipway.serving.triton_repository import read_model_config
 
 
 def run_all_steps(cfg: SlipwayConfig, out: Path) -> dict:
     """The quickstart pipeline's steps in order, as the components call them."""
-    info = steps.prepare_data(cfg, "run-key", out / "dataset", out / "reference")
-    steps.train_teacher(cfg, info.run_id, out / "dataset", out / "teacher")
-    steps.distill_student(cfg, info.run_id, out / "dataset", out / "teacher", out / "student")
+    start = steps.start_run(to_parameter(cfg), "run-key", {}, "quickstart")
+    info = steps.prepare_data(cfg, out / "dataset", out / "reference")
+    steps.train_teacher(cfg, out / "dataset", out / "teacher")
+    steps.distill_student(cfg, out / "dataset", out / "teacher", out / "student")
     steps.export_model(cfg, out / "teacher", out / "dataset", out / "teacher.onnx")
     steps.export_model(cfg, out / "student", out / "dataset", out / "student.onnx")
     report, _ = steps.select_format(
         cfg,
-        info.run_id,
         out / "dataset",
         out / "teacher",
         out / "teacher.onnx",
         {"onnx-fp32": out / "student.onnx"},
         {"onnx-fp32": out / "student"},
         out / "chosen.onnx",
+        out / "chosen.pt",
         out / "report",
+        out / "selection",
         out / "cm",
     )
-    decision = steps.gate_candidate(cfg, info.run_id, out / "report", out / "decision")
+    decision = steps.gate_candidate(cfg, start.run_id, out / "report", out / "decision")
     version = steps.register_candidate(
-        cfg, info.run_id, out / "chosen.onnx", out / "report", out / "decision"
+        cfg,
+        start.run_id,
+        out / "chosen.onnx",
+        out / "chosen.pt",
+        out / "dataset",
+        out / "report",
+        out / "decision",
     )
-    model_dir = steps.package_for_triton(cfg, info.run_id, out / "chosen.onnx", out / "repo")
+    model_dir = steps.package_for_triton(
+        cfg, start.run_id, version.version, out / "chosen.onnx", out / "repo"
+    )
     return {"info": info, "report": report, "decision": decision, "version": version, "model_dir": model_dir}
 
 

@@ -219,10 +219,10 @@ def test_job_completes_and_the_model_is_fetched(
     caplog.set_level("INFO", logger="slipway.cluster.trainjob")
 
     out = cluster_train.train_in_cluster(
-        cfg, "teacher", "run-1", "minio://mlpipeline/d", tmp_path / "model", client=_client(api_server)
+        cfg, "teacher", "minio://mlpipeline/d", tmp_path / "model", client=_client(api_server)
     )
 
-    request = trainjob.TrainingRequest(cfg, "teacher", "run-1", "minio://mlpipeline/d")
+    request = trainjob.TrainingRequest(cfg, "teacher", "minio://mlpipeline/d")
     assert out.model_uri == f"{tmp_path / 'bucket'}/{request.job_name}/model.pt"
     assert (tmp_path / "model").read_bytes() == b"weights" and out.result["best_val_accuracy"] == 0.97
     plural = "trainjobs" if engine == "trainjob" else "pytorchjobs"
@@ -244,7 +244,7 @@ def test_failed_job_raises_with_its_reason_and_message(tmp_path: Path, api_serve
     with pytest.raises(
         ClusterError, match=r"failed: PyTorchJobFailed: PyTorchJob ml-team/x is failed because 1 Master"
     ):
-        _client(api_server).run(trainjob.TrainingRequest(cfg, "teacher", "run-1", "s3://b/d"))
+        _client(api_server).run(trainjob.TrainingRequest(cfg, "teacher", "s3://b/d"))
 
 
 def test_trainjob_deadline_failure_is_reported(tmp_path: Path, api_server: FakeApiServer) -> None:
@@ -252,21 +252,21 @@ def test_trainjob_deadline_failure_is_reported(tmp_path: Path, api_server: FakeA
         [_cond("Failed", "DeadlineExceeded", "TrainJob exceeded its activeDeadlineSeconds")]
     ]
     with pytest.raises(ClusterError, match="DeadlineExceeded: TrainJob exceeded"):
-        _client(api_server).run(trainjob.TrainingRequest(_config(tmp_path), "teacher", "run-1", "s3://b/d"))
+        _client(api_server).run(trainjob.TrainingRequest(_config(tmp_path), "teacher", "s3://b/d"))
 
 
 def test_a_job_that_never_finishes_times_out(tmp_path: Path, api_server: FakeApiServer) -> None:
     api_server.default_script = [[_cond("Created"), _cond("Running")]]
     cfg = _config(tmp_path, "train.distributed.engine=pytorchjob", "train.distributed.timeout_s=30")
     with pytest.raises(ClusterError, match=r"did not finish within 30s \(Created, Running\)"):
-        _client(api_server).run(trainjob.TrainingRequest(cfg, "teacher", "run-1", "s3://b/d"))
+        _client(api_server).run(trainjob.TrainingRequest(cfg, "teacher", "s3://b/d"))
     assert [m for m, _ in api_server.requests].count("GET") == 7  # t = 0, 5, ..., 30
 
 
 def test_a_retried_step_follows_the_existing_job(tmp_path: Path, api_server: FakeApiServer) -> None:
     api_server.default_script = [[_cond("Complete")]]
     api_server.on_finish = _write_outputs
-    request = trainjob.TrainingRequest(_config(tmp_path), "teacher", "run-1", "s3://b/d")
+    request = trainjob.TrainingRequest(_config(tmp_path), "teacher", "s3://b/d")
     client = _client(api_server)
     first, second = client.run(request), client.run(request)
     assert first.job_name == second.job_name and len(api_server.objects) == 1
@@ -276,7 +276,7 @@ def test_a_retried_step_follows_the_existing_job(tmp_path: Path, api_server: Fak
 def test_api_errors_become_cluster_errors(tmp_path: Path, api_server: FakeApiServer) -> None:
     api_server.forbidden = True
     with pytest.raises(ClusterError, match=r"HTTP 403 Forbidden.*cannot create resource"):
-        _client(api_server).run(trainjob.TrainingRequest(_config(tmp_path), "teacher", "run-1", "s3://b/d"))
+        _client(api_server).run(trainjob.TrainingRequest(_config(tmp_path), "teacher", "s3://b/d"))
 
 
 def test_unreachable_api_server_is_a_cluster_error(tmp_path: Path) -> None:
@@ -288,7 +288,7 @@ def test_unreachable_api_server_is_a_cluster_error(tmp_path: Path) -> None:
     api = client.CustomObjectsApi(client.ApiClient(configuration))
     with pytest.raises(ClusterError, match="creating TrainJob"):
         trainjob.TrainingJobClient(api).create(
-            trainjob.build_trainjob(trainjob.TrainingRequest(_config(tmp_path), "teacher", "r", "s3://b/d"))
+            trainjob.build_trainjob(trainjob.TrainingRequest(_config(tmp_path), "teacher", "s3://b/d"))
         )
 
 
@@ -345,13 +345,12 @@ def test_worker_args_carry_the_config_back_unchanged(tmp_path: Path) -> None:
     assert validate_config(json.loads(args[args.index("--config-json") + 1])) == request.config
     assert args[args.index("--output-uri") + 1] == request.output_prefix
     assert len(request.job_name) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", request.job_name)
-    other = trainjob.TrainingRequest(request.config, "student", request.run_id, request.dataset_uri, "s3://t")
+    other = trainjob.TrainingRequest(request.config, "student", request.dataset_uri, "s3://t")
     assert other.job_name != request.job_name and "--teacher-uri" in trainjob.worker_args(other)
 
 
 def test_the_manifest_command_trains_with_two_processes(tmp_path: Path, fast_config: SlipwayConfig) -> None:
     """Run the job's own command (torchrun replaced by the venv's, on loopback) with local-path URIs."""
-    from slipway import registry
     from slipway.core import data as data_lib
     from slipway.core.models import load_model
 
@@ -362,8 +361,7 @@ def test_the_manifest_command_trains_with_two_processes(tmp_path: Path, fast_con
     cfg.train.distributed.artifact_uri_prefix = str(tmp_path / "bucket")
     cfg.train.distributed.gpus_per_node = 2  # two processes per node
     cfg.train.distributed.engine = "pytorchjob"
-    run_id = registry.start_run(cfg.registry, "cluster-worker", cfg.registry.artifact_location, {})
-    request = trainjob.TrainingRequest(cfg, "teacher", run_id, str(dataset))
+    request = trainjob.TrainingRequest(cfg, "teacher", str(dataset))
     container = (
         trainjob.build_pytorchjob(request).spec.pytorch_replica_specs["Master"].template.spec.containers[0]
     )

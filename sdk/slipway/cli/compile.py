@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from slipway.core.config import SlipwayConfig, apply_overrides, load_config, validate_config
+from slipway.core.config import SlipwayConfig, apply_overrides, load_config, to_parameter, validate_config
 from slipway.core.errors import ConfigError
 from slipway.pipelines import PipelineEntry, get_pipeline
 
@@ -30,17 +30,26 @@ def resolve_pipeline(
     if isinstance(config, SlipwayConfig):
         cfg = config
         if overrides:
-            cfg = validate_config(
-                apply_overrides(cfg.model_dump(mode="json", exclude_none=True), list(overrides))
-            )
+            cfg = validate_config(apply_overrides(cfg.model_dump(mode="json"), list(overrides)))
     else:
         cfg = load_config(config or entry.preset, list(overrides))
     return entry, cfg
 
 
 def runtime_config(cfg: SlipwayConfig) -> dict[str, Any]:
-    """The `config` parameter every step receives: the resolved config without its compile-time `cluster`."""
-    return cfg.model_dump(mode="json", exclude_none=True, exclude={"cluster"})
+    """The run's `config` parameter: the resolved config without its compile-time `cluster` section."""
+    return to_parameter(cfg, exclude={"cluster"})
+
+
+def pipeline_arguments(entry: PipelineEntry, cfg: SlipwayConfig, run_key: str = "") -> dict[str, Any]:
+    """A run's arguments: the runtime config, the run key, and each typed run parameter the pipeline declares,
+    set from the config so that the KFP run form shows the values in use (slipway.core.run_parameters)."""
+    from slipway.core import run_parameters
+
+    raw = runtime_config(cfg)
+    declared = set(entry.load().component_spec.inputs or {})
+    names = [name for name in run_parameters.RUN_PARAMETERS if name in declared]
+    return {"config": raw, "run_key": run_key, **run_parameters.from_config(raw, names)}
 
 
 def refuse_inline_credentials(cfg: SlipwayConfig) -> None:
@@ -68,7 +77,7 @@ def compile_pipeline(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Pat
     compiler.Compiler().compile(
         pipeline,
         str(output),
-        pipeline_parameters={"config": runtime_config(cfg), "run_key": ""},
+        pipeline_parameters=pipeline_arguments(entry, cfg),
     )
     log.info("compiled pipeline %s to %s", entry.name, output)
     return output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -10,18 +11,31 @@ import time
 import uuid
 import warnings
 from pathlib import Path
+from typing import Any
 
 from slipway import registry
+from slipway.cli.compile import pipeline_arguments
 from slipway.core.config import SlipwayConfig
-from slipway.core.summary import RunSummary, from_run_tags, status_of
+from slipway.core.summary import STEP_ERRORS_ENV, RunSummary, StepOutcome, from_run_tags, status_of
 from slipway.pipelines import PipelineEntry
 
 log = logging.getLogger(__name__)
+HIDDEN_OUTPUTS = {
+    "history",
+    "channels",
+    "path",
+    "attempts",
+}  # long lists and local paths: in MLflow, not here
 
 
 def localize(cfg: SlipwayConfig, output: Path) -> SlipwayConfig:
-    """Fill in local defaults: SQLite MLflow store and a resumable checkpoint folder under the output dir."""
+    """Fill in local defaults: SQLite MLflow store and a resumable checkpoint folder under the output dir, and
+    a relative `data.source` made absolute (the steps run as subprocesses in their own folders)."""
+    from slipway.core.data import BUILTIN
+
     update = cfg.model_copy(deep=True)
+    if update.data.source not in BUILTIN and not Path(update.data.source).is_absolute():
+        update.data.source = str(Path(update.data.source).resolve())
     if update.registry.tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         uri, artifacts = registry.local_store(output)
         update.registry.tracking_uri = uri
@@ -30,6 +44,66 @@ def localize(cfg: SlipwayConfig, output: Path) -> SlipwayConfig:
         if section.checkpoint_dir is None:
             section.checkpoint_dir = str((output / "checkpoints").resolve())
     return update
+
+
+def _tasks(pipeline: Any) -> dict[str, str]:
+    """Task name (kfp.local's folder) -> display name, through the sub-DAGs of conditions, in run order."""
+    spec = pipeline.pipeline_spec
+    found: list[tuple[int, str, str]] = []
+
+    def walk(tasks: Any, base: int) -> None:
+        depth: dict[str, int] = {}
+
+        def depth_of(name: str) -> int:
+            if name not in depth:
+                deps = [d for d in tasks[name].dependent_tasks if d in tasks]
+                depth[name] = 1 + max((depth_of(d) for d in deps), default=-1)
+            return depth[name]
+
+        for name, task in tasks.items():
+            component = spec.components[task.component_ref.name]
+            if component.HasField("dag"):
+                walk(component.dag.tasks, base + depth_of(name))
+            else:
+                found.append((base + depth_of(name), name, task.task_info.name or name))
+
+    walk(spec.root.dag.tasks, 0)
+    return {name: display for _, name, display in sorted(found)}
+
+
+def _outputs(executor_output: Path) -> dict[str, Any]:
+    """A finished task's parameter outputs and its artifacts' metadata, without long lists and local paths."""
+    record = json.loads(executor_output.read_text())
+    outputs: dict[str, Any] = dict(record.get("parameterValues", {}))
+    for name, artifacts in record.get("artifacts", {}).items():
+        for artifact in artifacts.get("artifacts", []):
+            meta = {k: v for k, v in artifact.get("metadata", {}).items() if k not in HIDDEN_OUTPUTS}
+            if meta:
+                outputs[name] = meta
+    return outputs
+
+
+def step_outcomes(
+    pipeline: Any, run_dir: Path | None, error: str | None, errors_file: Path
+) -> list[StepOutcome]:
+    """Each step's outcome: succeeded (it wrote its outputs), failed (kfp.local named it), or skipped."""
+    failures = (
+        [json.loads(line)["error"] for line in errors_file.read_text().splitlines()]
+        if errors_file.is_file()
+        else []
+    )
+    outcomes = []
+    for task, display in _tasks(pipeline).items():
+        done = run_dir / task / "executor_output.json" if run_dir else None
+        if done is not None and done.is_file():
+            outcomes.append(StepOutcome(step=display, status="succeeded", outputs=_outputs(done)))
+        elif error and re.search(rf"\b{re.escape(task)}\b", error):
+            outcomes.append(
+                StepOutcome(step=display, status="failed", error=failures[-1] if failures else error)
+            )
+        else:
+            outcomes.append(StepOutcome(step=display, status="skipped"))
+    return outcomes
 
 
 def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> RunSummary:
@@ -41,22 +115,30 @@ def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> R
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     cfg = localize(cfg, output)
     run_key = uuid.uuid4().hex
+    pipeline_root = output / "pipeline"
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(output / "pipeline"),
-        raise_on_error=True,
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
     )
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    pipeline = entry.load()
+    before = set(pipeline_root.glob("*")) if pipeline_root.is_dir() else set()
+    errors_file = output / f".step-errors-{run_key}.jsonl"
+    os.environ[STEP_ERRORS_ENV] = str(errors_file)  # read by the task subprocesses (slipway.steps.common)
     started = time.perf_counter()
     error = None
     try:
-        entry.load()(config=cfg.model_dump(mode="json", exclude_none=True), run_key=run_key)
+        pipeline(**pipeline_arguments(entry, cfg, run_key))
     except Exception as err:
         # kfp.local raises RuntimeError naming the failed task; the task's log above has the cause.
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # kfp colours its messages
         error = message.splitlines()[0] if message else type(err).__name__
         log.error("pipeline %s failed: %s", entry.name, error)
+    finally:
+        os.environ.pop(STEP_ERRORS_ENV, None)
     duration = time.perf_counter() - started
+    new_dirs = sorted(set(pipeline_root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
+    steps = step_outcomes(pipeline, new_dirs[-1] if new_dirs else None, error, errors_file)
+    errors_file.unlink(missing_ok=True)
 
     fields: dict = {}
     run_id = None
@@ -79,6 +161,7 @@ def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> R
         run_key=run_key,
         mlflow_run_id=run_id,
         error=error,
+        steps=steps,
         **fields,
     )
     (output / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")

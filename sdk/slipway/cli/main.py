@@ -15,6 +15,7 @@ from slipway.core.errors import SlipwayError
 from slipway.core.logs import output_console
 
 console = output_console()
+REJECTED_EXIT_CODE = 3  # distinct from 1 (a step failed): the run worked, the gate said no
 
 config_option = click.option(
     "--config",
@@ -79,11 +80,17 @@ def list_pipelines() -> None:
     show_default=True,
     help="folder for summary.json, the MLflow store, checkpoints and artifacts",
 )
-@click.option("--allow-reject", is_flag=True, help="exit 0 when the gate rejects the candidate cleanly")
+@click.option(
+    "--allow-reject",
+    is_flag=True,
+    help=f"exit 0 (not {REJECTED_EXIT_CODE}) when the gate rejects the candidate",
+)
 def run(
     pipeline: str, config_file: str | None, overrides: tuple[str, ...], output: str, allow_reject: bool
 ) -> None:
-    """Run PIPELINE on this machine (kfp.local) and write OUTPUT/summary.json."""
+    """Run PIPELINE on this machine (kfp.local) and write OUTPUT/summary.json.
+
+    Exit status: 0 succeeded, 1 failed, 3 rejected by the gate."""
     from slipway.cli.local_run import run_local
     from slipway.core.summary import render
 
@@ -91,8 +98,10 @@ def run(
     summary = run_local(entry, cfg, output)
     render(summary, console)
     console.print(f"summary: {Path(output).resolve() / 'summary.json'}")
-    if summary.status == "failed" or (summary.status == "rejected" and not allow_reject):
+    if summary.status == "failed":
         sys.exit(1)
+    if summary.status == "rejected" and not allow_reject:
+        sys.exit(REJECTED_EXIT_CODE)
 
 
 @main.command()

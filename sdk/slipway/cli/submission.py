@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def submit(
             namespace=namespace,
             token=token,
             enable_caching=enable_caching,
+            arguments={"run_key": uuid.uuid4().hex},  # its own MLflow run, whatever the cache reuses
             wait=wait,
             timeout_s=timeout_s,
             poll_s=poll_s,

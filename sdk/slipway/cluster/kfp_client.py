@@ -301,6 +301,7 @@ def submit_package(
     namespace: str | None = None,
     token: str | None = None,
     enable_caching: bool | None = None,
+    arguments: dict[str, Any] | None = None,
     wait: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     poll_s: float = 10.0,
@@ -309,7 +310,8 @@ def submit_package(
 ) -> RunInfo:
     """Start a run of a compiled pipeline package; with `wait`, return when it has finished.
 
-    `enable_caching=None` keeps the per-step choices compiled in (False forces every step to run).
+    `enable_caching=None` keeps the per-step choices compiled in (False forces every step to run);
+    `arguments` override the package's parameter defaults for this run.
     """
     conn = connection or connect(host, namespace, token)
     with _api(conn.host, f"submit {run_name}"), contextlib.redirect_stdout(io.StringIO()):
@@ -318,6 +320,7 @@ def submit_package(
             run_name=run_name,
             experiment_name=experiment,
             namespace=namespace,
+            arguments=arguments or {},
             enable_caching=enable_caching,
             service_account=service_account,
         )

@@ -164,7 +164,6 @@ class TrainingRequest:
 
     config: SlipwayConfig
     role: Role
-    run_id: str
     dataset_uri: str
     teacher_uri: str | None = None
 
@@ -174,10 +173,10 @@ class TrainingRequest:
 
     @property
     def job_name(self) -> str:
-        """Deterministic (a retried step finds its job again) and a DNS-1035 label, as both CRDs require."""
-        key = json.dumps(
-            [self.run_id, self.role, self.dataset_uri, self.teacher_uri, _config_arg(self.config)]
-        )
+        """Deterministic (a retried step finds its job again) and a DNS-1035 label, as both CRDs require.
+
+        Named by the inputs alone: the dataset URI is unique to the data step's execution that wrote it."""
+        key = json.dumps([self.role, self.dataset_uri, self.teacher_uri, _config_arg(self.config)])
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
         base = f"{self.config.name}-{self.role}"
         base = base if base[0].isalpha() else f"s-{base}"
@@ -210,8 +209,6 @@ def worker_args(request: TrainingRequest) -> list[str]:
         _config_arg(request.config),
         "--role",
         request.role,
-        "--run-id",
-        request.run_id,
         "--dataset-uri",
         request.dataset_uri,
         "--output-uri",

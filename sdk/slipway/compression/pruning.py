@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from slipway.core.config import DistillConfig, PruneConfig
+from slipway.core.config import FinetuneConfig, PruneConfig
 from slipway.core.errors import ModelError
 from slipway.core.models import count_parameters
 from slipway.training.loop import accuracy, train
@@ -156,11 +156,12 @@ def prune_and_finetune(
     cfg: PruneConfig,
     seed: int,
     checkpoint_dir: str | Path,
-    finetune: DistillConfig | None = None,
+    finetune: FinetuneConfig | None = None,
 ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of `student`, then fine-tune it by distillation from `teacher` (plain training if None).
 
-    `splits_xy` is (x_train, y_train, x_val, y_val). The input model is left untouched.
+    `splits_xy` is (x_train, y_train, x_val, y_val); `finetune` replaces `cfg.finetune` (the prune step passes
+    it with its resolved checkpoint folder). The input model is left untouched.
     """
     x_train, y_train, x_val, y_val = splits_xy
     model = copy.deepcopy(student).eval()

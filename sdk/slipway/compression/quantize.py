@@ -2,7 +2,8 @@
 
 Every output is compared with the FP32 ONNX model it came from: top-1 agreement (parity) on validation data
 and the accuracy delta on the test split. Over budget, the documented fallback runs: keep the first and last
-layers in FP32, then try another calibration method; when nothing fits, the step fails with the numbers.
+layers in FP32, then try another calibration method. When nothing fits, the best attempt is still written, marked
+rejected with the numbers (outcome and metadata), so that selection drops it and the run goes on.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class Attempt(BaseModel):
 
 
 class QuantizeOutcome(BaseModel):
-    """The accepted attempt of one precision, with every attempt that led to it."""
+    """The kept attempt of one precision, with every attempt that led to it; `rejected` says why it is over
+    budget (None when within), and the file's metadata `extra["rejected"]` says the same to later steps."""
 
     precision: str
     path: str
@@ -50,6 +52,7 @@ class QuantizeOutcome(BaseModel):
     top1_agreement: float
     attempts: list[Attempt]
     artifact: ModelArtifact
+    rejected: str | None = None
 
 
 class CalibrationReader:
@@ -157,7 +160,16 @@ def _reference(
 Rung = tuple[str, CalibrationMethod | None, list[str]]  # label, calibration method, nodes kept in FP32
 
 
-def _first_within_budget(
+def _kept(attempts: list[Attempt]) -> Attempt:
+    """The first attempt within budget; else the highest test accuracy, then agreement, then the earlier rung
+    (fewer layers left in FP32): the one the selection report should show numbers for."""
+    passed = next((a for a in attempts if a.passed), None)
+    if passed is not None:
+        return passed
+    return max(attempts, key=lambda a: (a.accuracy, a.top1_agreement))  # max keeps the first of ties
+
+
+def _climb_ladder(
     ladder: list[Rung],
     build: Callable[[Path, Any, list[str]], None],
     out_path: Path,
@@ -165,16 +177,17 @@ def _first_within_budget(
     cfg: QuantizeConfig,
     threads: int | None,
 ) -> list[Attempt]:
-    """Build and measure each rung of the fallback ladder in order; the first within budget goes to out_path."""
+    """Build and measure each rung until one is within budget; the kept one (`_kept`) goes to out_path."""
     attempts: list[Attempt] = []
     with tempfile.TemporaryDirectory() as tmp:
+        files: list[Path] = []
         for label, method, exclude in ladder:
-            candidate = Path(tmp) / f"attempt{len(attempts)}.onnx"
-            build(candidate, method, exclude)
-            attempts.append(_measure(label, method, exclude, candidate, reference, cfg, threads))
+            files.append(Path(tmp) / f"attempt{len(attempts)}.onnx")
+            build(files[-1], method, exclude)
+            attempts.append(_measure(label, method, exclude, files[-1], reference, cfg, threads))
             if attempts[-1].passed:
-                out_path.write_bytes(candidate.read_bytes())
                 break
+        out_path.write_bytes(files[attempts.index(_kept(attempts))].read_bytes())
     return attempts
 
 
@@ -186,19 +199,22 @@ def _finish(
     attempts: list[Attempt],
     cfg: QuantizeConfig,
 ) -> QuantizeOutcome:
-    chosen = next((a for a in attempts if a.passed), None)
-    if chosen is None:
+    chosen = _kept(attempts)
+    rejected = None
+    if not chosen.passed:
         lines = "; ".join(
             f"{a.label}: accuracy {a.accuracy:.4f} ({a.accuracy_delta_points:+.2f} points), "
             f"agreement {a.top1_agreement:.4f}"
             for a in attempts
         )
-        raise ExportError(
+        rejected = (
             f"{precision.upper()} of {fp32_onnx.name} stays outside the budget (max drop "
             f"{cfg.accuracy_budget_points:.2f} points vs FP32 {reference['accuracy']:.4f}, top-1 agreement >= "
-            f"{cfg.parity_min_agreement:.2%}) after every fallback: {lines}. Raise "
-            "compress.quantize.accuracy_budget_points, calibrate with more samples, or disable this precision."
+            f"{cfg.parity_min_agreement:.2%}) after every fallback: {lines}; kept {chosen.label} (highest "
+            "accuracy) for the record, not for selection. To use it, raise "
+            "compress.quantize.accuracy_budget_points or calibrate with more samples."
         )
+        log.warning("%s", rejected)
     source = read_metadata(fp32_onnx)
     artifact = describe_onnx(
         out_path,
@@ -210,6 +226,7 @@ def _finish(
         accuracy=chosen.accuracy,
         accuracy_delta_points=chosen.accuracy_delta_points,
         top1_agreement=chosen.top1_agreement,
+        **({"rejected": rejected} if rejected else {}),
     )
     write_metadata(out_path, artifact)
     return QuantizeOutcome(
@@ -221,6 +238,7 @@ def _finish(
         top1_agreement=chosen.top1_agreement,
         attempts=attempts,
         artifact=artifact,
+        rejected=rejected,
     )
 
 
@@ -292,7 +310,7 @@ def quantize_int8(
         def build(candidate: Path, method: CalibrationMethod, exclude: list[str]) -> None:
             quantize_static_int8(preprocessed, candidate, x_calibration, cfg, method, exclude)
 
-        attempts = _first_within_budget(ladder, build, out_path, reference, cfg, threads)
+        attempts = _climb_ladder(ladder, build, out_path, reference, cfg, threads)
     return _finish("int8", out_path, fp32_onnx, reference, attempts, cfg)
 
 
@@ -321,5 +339,5 @@ def convert_fp16(
         )
         onnx.save(model, str(candidate))
 
-    attempts = _first_within_budget(ladder, build, out_path, reference, cfg, threads)
+    attempts = _climb_ladder(ladder, build, out_path, reference, cfg, threads)
     return _finish("fp16", out_path, fp32_onnx, reference, attempts, cfg)

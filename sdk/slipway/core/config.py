@@ -1,16 +1,19 @@
 """Typed pipeline configuration: validated when built, loaded from YAML or a named preset, `--set` overrides.
 
-A wrong key or value raises ConfigError naming the dotted key and what was expected.
+A wrong key or value raises ConfigError naming the dotted key and what was expected. A raw dict is read over
+the defaults: a section given in part keeps the default of every key it does not name, at any depth; lists and
+free-form mappings (`kwargs`, `env`, ...) are replaced whole.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from slipway.core.cluster_config import ClusterConfig
 from slipway.core.drift_rule import DriftRule
@@ -36,7 +39,7 @@ class ModelSpec(StrictModel):
 
 
 class DistributedConfig(StrictModel):
-    """Where multi-node training runs in a cluster: a Kubeflow Trainer TrainJob or a Training Operator PyTorchJob.
+    """Where multi-node training runs: a Kubeflow Trainer TrainJob or a Training Operator PyTorchJob.
 
     The job writes the trained model to `artifact_uri_prefix/<job name>/model.pt`, which the next step reads.
     """
@@ -79,14 +82,24 @@ class DistributedConfig(StrictModel):
         return self
 
 
-class TrainConfig(StrictModel):
-    epochs: int = Field(30, ge=1, le=10_000)
+# Shared by the sections that redeclare them (another default, or the same keys on another base).
+Epochs = Annotated[int, Field(ge=1, le=10_000)]
+LearningRate = Annotated[float, Field(gt=0, le=10)]
+Temperature = Annotated[float, Field(gt=0, description="softmax temperature of the soft (teacher) loss")]
+SoftWeight = Annotated[float, Field(ge=0, le=1, description="weight of the soft (teacher) loss")]
+
+
+class LoopConfig(StrictModel):
+    """What `slipway.training.loop.train` reads in one process; every training section has these keys."""
+
+    epochs: Epochs = 30
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-3, gt=0, le=10)
+    lr: LearningRate = 3e-3
     weight_decay: float = Field(1e-4, ge=0)
     patience: int = Field(6, ge=1, description="stop after this many epochs without a better val accuracy")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    workers: int = Field(1, ge=1, le=64, description="processes for DistributedDataParallel (1: no DDP)")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="on the hard-label cross-entropy (also its term in distillation)"
+    )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
     checkpoint_dir: str | None = Field(
         None, description="stable folder: a rerun resumes from it (None: no resume)"
@@ -97,6 +110,12 @@ class TrainConfig(StrictModel):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="autocast dtype on CUDA (fp16 adds a GradScaler); CPU always trains in fp32"
     )
+
+
+class TrainConfig(LoopConfig):
+    """A training step: the loop's keys, and how the step spreads over local processes or a cluster."""
+
+    workers: int = Field(1, ge=1, le=64, description="processes for DistributedDataParallel (1: no DDP)")
     sync_batchnorm: bool = Field(
         True, description="SyncBatchNorm under DDP on CUDA (gloo on CPU cannot: per-rank statistics)"
     )
@@ -107,8 +126,21 @@ class TrainConfig(StrictModel):
 
 
 class DistillConfig(TrainConfig):
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft (teacher) loss")
+    temperature: Temperature = 4.0
+    alpha: SoftWeight = 0.7
+
+
+class FinetuneConfig(LoopConfig):
+    """Distillation after pruning, inside the prune step: one process, so no DDP or cluster keys.
+
+    Its defaults are its own (not DistillConfig's), so a partial section and a compact dump
+    (`exclude_defaults`) both mean epochs 15, lr 1e-3.
+    """
+
+    epochs: Epochs = 15
+    lr: LearningRate = 1e-3
+    temperature: Temperature = 4.0
+    alpha: SoftWeight = 0.7
 
 
 class ExportConfig(StrictModel):
@@ -184,8 +216,8 @@ class PruneConfig(StrictModel):
     importance: Literal["l1", "l2", "bn_scale"] = Field("l2", description="how channels are ranked")
     iterative_steps: int = Field(1, ge=1, le=100, description="prune in this many rounds")
     round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this")
-    finetune: DistillConfig = Field(
-        default_factory=lambda: DistillConfig(epochs=15, lr=1e-3, patience=6),
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig,
         description="distillation fine-tuning after pruning (epochs=0 is not allowed: it always recovers)",
     )
 
@@ -214,9 +246,11 @@ class QuantizeConfig(StrictModel):
 
 
 class TensorRTConfig(StrictModel):
-    """TensorRT engine build (GPU image only): precision, optimization profile, workspace, timing cache."""
+    """TensorRT engine build (GPU image only): precision, optimization profile, workspace, timing cache.
 
-    enabled: bool = False
+    Whether it is built is the optimize pipeline's parameter `build_tensorrt_engine`, not a config key.
+    """
+
     fp16: bool = True
     int8: bool = Field(False, description="build from the INT8 QDQ model (explicit quantization)")
     min_batch: int = Field(1, ge=1)
@@ -252,7 +286,7 @@ class CompressConfig(StrictModel):
 
 
 class OptimizeSourceConfig(StrictModel):
-    """What the optimize pipeline starts from: a registered model version (name + version or alias) or a file."""
+    """What the optimize pipeline starts from: a registered version (name + version or alias) or a file."""
 
     model_name: str | None = Field(None, description="registered model; None: registry.model_name")
     version: str | None = Field(None, description="a version number; None: use `alias`")
@@ -263,7 +297,7 @@ class OptimizeSourceConfig(StrictModel):
 
 
 class DeployConfig(StrictModel):
-    """Where the pipeline's last step puts the packaged model: a local served smoke test, or a KServe canary."""
+    """Where the last step puts the packaged model: a local served smoke test, or a KServe canary."""
 
     target: Literal["local", "kserve", "none"] = "local"
     name: str | None = Field(None, description="InferenceService name; None: registry.model_name")
@@ -332,12 +366,78 @@ def _format_validation_error(err: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model a field holds (alone or with None): given as a mapping, it merges over its default."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def _merge_sections(
+    model: type[BaseModel], defaults: dict[str, Any], given: dict[str, Any]
+) -> dict[str, Any]:
+    """`given` merged over `defaults` section by section; any other value (a list, a free-form mapping, a
+    scalar, None, a mapping where a scalar belongs) replaces the default, so validation judges it as given."""
+    merged = dict(defaults)
+    for key, value in given.items():
+        field = model.model_fields.get(key)
+        section = _section_model(field.annotation) if field is not None else None
+        default = merged.get(key)
+        if section is not None and isinstance(value, dict) and isinstance(default, dict):
+            merged[key] = _merge_sections(section, default, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+NULL = "~"  # YAML's other spelling of null: how an explicit null travels in a KFP parameter
+
+
+def _nulls_back(value: Any) -> Any:
+    if value == NULL:
+        return None
+    if isinstance(value, dict):
+        return {k: _nulls_back(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nulls_back(v) for v in value]
+    return value
+
+
+def to_parameter(cfg: SlipwayConfig, exclude: set[str] | None = None) -> dict[str, Any]:
+    """The config as a KFP `dict` parameter (what `validate_config` reads back to the same config).
+
+    A protobuf Struct cannot hold null: a null that is also the default is left out, and one that replaces a
+    non-null default (`compress.quantize.fallback_calibration_method: null`) travels as NULL.
+    """
+
+    def encode(value: Any, default: Any) -> Any:
+        if isinstance(value, dict):
+            defaults = default if isinstance(default, dict) else {}
+            return {
+                k: NULL if v is None else encode(v, defaults.get(k))
+                for k, v in value.items()
+                if v is not None or defaults.get(k) is not None
+            }
+        return value
+
+    return encode(cfg.model_dump(mode="json", exclude=exclude), SlipwayConfig().model_dump(mode="json"))
+
+
 def validate_config(raw: dict[str, Any]) -> SlipwayConfig:
-    """Build a config from a plain dict (YAML, a KFP parameter); errors name the key."""
+    """Build a config from a plain dict (YAML, a KFP parameter) read over the defaults; errors name the key.
+
+    Sections merge over their enclosing defaults (a partial `compress.prune.finetune` keeps epochs 15), so a
+    file, a `--set` or a step's slice of the config means the same whatever else it leaves out.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"configuration must be a mapping, got {type(raw).__name__}")
     try:
-        return SlipwayConfig.model_validate(raw)
+        return SlipwayConfig.model_validate(
+            _merge_sections(SlipwayConfig, SlipwayConfig().model_dump(mode="json"), _nulls_back(raw))
+        )
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
 

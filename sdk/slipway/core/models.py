@@ -99,11 +99,81 @@ def resolve_factory(architecture: str) -> ModelFactory:
     return factory
 
 
+def _whole(value: Any) -> Any:
+    """Whole floats back to ints, through lists and dicts (what a value without a declared type gets)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [_whole(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    return value
+
+
+def _like(default: Any, value: Any) -> Any:
+    """`value` with the type of a parameter's default: 256.0 for `width=64` is 256, 1 for `p=0.5` is 1.0."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return value
+    if isinstance(default, int) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    return _whole(value) if isinstance(default, list | tuple | dict) else value
+
+
+def factory_kwargs(factory: ModelFactory, kwargs: dict[str, Any], architecture: str) -> dict[str, Any]:
+    """The spec's kwargs with the types the factory declares.
+
+    Between pipeline steps the config travels as a KFP `dict` parameter, a protobuf Struct where every number
+    is a double, so `hidden: 256` arrives as 256.0. The factory's signature is the schema of its kwargs: an
+    annotated parameter is validated with pydantic (int, bool, list[int], ...; 256.0 -> 256, 2.5 for an int is
+    an error naming the key), an unannotated one takes the type of its default, and with neither a whole float
+    becomes an int (the safe side: PyTorch sizes must be ints, and an int works wherever a float does).
+    """
+    import inspect
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return _whole(kwargs)
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # unresolvable forward references: fall back to defaults
+        hints = {}
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        param = params.get(name)
+        annotation = hints.get(name, inspect.Parameter.empty)
+        if param is not None and annotation is not inspect.Parameter.empty:
+            try:
+                adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+            except Exception:  # a type pydantic cannot validate (a class): keep the value as it came
+                adapter = None  # type: ignore[assignment]
+            if adapter is not None:
+                try:
+                    out[name] = adapter.validate_python(value)
+                except ValidationError as err:
+                    raise ModelError(
+                        f"{architecture}: kwargs.{name} must be {getattr(annotation, '__name__', annotation)}, "
+                        f"got {value!r} ({err.errors()[0]['msg']})"
+                    ) from None
+                continue
+        if param is not None and param.default is not inspect.Parameter.empty and param.default is not None:
+            out[name] = _like(param.default, value)
+        else:
+            out[name] = _whole(value)
+    return out
+
+
 def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Call the factory with input_shape and num_classes (plus the spec's kwargs) and check the result."""
     factory = resolve_factory(spec.architecture)
+    kwargs = factory_kwargs(factory, spec.kwargs, spec.architecture)
     try:
-        model = factory(input_shape=tuple(input_shape), num_classes=num_classes, **spec.kwargs)
+        model = factory(input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
     except TypeError as err:
         raise ModelError(f"architecture {spec.architecture!r} rejected its arguments: {err}") from None
     if not isinstance(model, nn.Module):

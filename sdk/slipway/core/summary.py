@@ -1,4 +1,8 @@
-"""summary.json: the one-page outcome of a pipeline run, assembled from the run's MLflow record."""
+"""summary.json: the one-page outcome of a pipeline run, from the run's MLflow record and each step's outputs.
+
+`steps` names every step's outcome (succeeded, failed with its error, skipped) and the numbers it produced, so a
+failed run still shows what finished.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from rich.table import Table
 from slipway.core.logs import output_console
 
 Status = Literal["succeeded", "rejected", "failed"]
+StepStatus = Literal["succeeded", "failed", "skipped"]
+STEP_ERRORS_ENV = "SLIPWAY_STEP_ERRORS"  # set by `slipway run`: where a failing step writes its error
 
 
 class ModelSummary(BaseModel):
@@ -38,6 +44,13 @@ class RegistrySummary(BaseModel):
     aliases: list[str]
 
 
+class StepOutcome(BaseModel):
+    step: str
+    status: StepStatus
+    error: str | None = None
+    outputs: dict[str, Any] = {}
+
+
 class RunSummary(BaseModel):
     status: Status
     pipeline: str
@@ -51,6 +64,7 @@ class RunSummary(BaseModel):
     registry: RegistrySummary | None = None
     model_repository: str | None = None
     error: str | None = None
+    steps: list[StepOutcome] = []
 
 
 def from_run_tags(tags: dict[str, str]) -> dict[str, Any]:
@@ -114,5 +128,11 @@ def render(summary: RunSummary, console: Console | None = None) -> None:
         )
     if summary.model_repository:
         console.print(f"[bold]Triton model repository[/]: {summary.model_repository}")
+    for step in summary.steps:
+        if step.status == "failed":
+            console.print(f"[red bold]{step.step} failed[/]: {step.error or 'see its log above'}")
+    skipped = [step.step for step in summary.steps if step.status == "skipped"]
+    if skipped and summary.status == "failed":
+        console.print(f"[bold]not run[/]: {', '.join(skipped)}")
     if summary.error:
         console.print(f"[red bold]error[/]: {summary.error}")

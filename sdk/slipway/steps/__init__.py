@@ -1,8 +1,9 @@
 """The pipeline's steps as plain functions over files: what each KFP component calls (and nothing else does).
 
 May import every domain subpackage and core; never the pipelines, the components or the CLI.
-Each step takes the validated config and paths, writes its outputs, records what matters in the pipeline
-run's MLflow run, and returns a small typed result for the component to expose.
+Each step takes the validated config (a cached step: only its slice, see `start.STEP_SLICES`) and paths, writes
+its outputs and returns a small typed result for the component to expose. Only the uncached steps (start,
+record, gate, register, promote, package, deploy, resolve-source) write to MLflow.
 """
 
 from slipway.steps.cluster_train import train_in_cluster
@@ -20,10 +21,13 @@ from slipway.steps.compress import (
 from slipway.steps.data import prepare_data
 from slipway.steps.deploy import deploy_model
 from slipway.steps.drift import check_window, export_captured_window, retrain
+from slipway.steps.record import Produced, record_run
 from slipway.steps.release import gate_candidate, package_for_triton, promote_candidate, register_candidate
-from slipway.steps.train import distill_student, train_teacher
+from slipway.steps.start import start_run
+from slipway.steps.train import distill_student, train_teacher, training_metadata
 
 __all__ = [
+    "Produced",
     "begin",
     "build_tensorrt_engine",
     "check_window",
@@ -39,10 +43,13 @@ __all__ = [
     "promote_candidate",
     "prune_student",
     "quantize_onnx",
+    "record_run",
     "register_candidate",
     "resolve_source",
     "retrain",
     "select_format",
+    "start_run",
     "train_in_cluster",
     "train_teacher",
+    "training_metadata",
 ]

@@ -36,21 +36,20 @@ log = logging.getLogger(__name__)
 def train_in_cluster(
     cfg: SlipwayConfig,
     role: Role,
-    run_id: str,
     dataset_uri: str,
     model_path: Path,
     teacher_uri: str | None = None,
     client: TrainingJobClient | None = None,
 ) -> ClusterTrainResult:
     """The cluster training step: run the job, then copy its model to `model_path` for the next step."""
-    request = TrainingRequest(cfg, role, run_id, dataset_uri, teacher_uri)
+    request = TrainingRequest(cfg, role, dataset_uri, teacher_uri)
     outcome = (client or TrainingJobClient()).run(request)
     download(outcome.model_uri, model_path)
     return outcome
 
 
 def run_cluster_worker(
-    config_json: str, role: str, run_id: str, dataset_uri: str, teacher_uri: str | None, output_uri: str
+    config_json: str, role: str, dataset_uri: str, teacher_uri: str | None, output_uri: str
 ) -> int:
     """One rank inside the job's pod (started by torchrun): fetch inputs, train with DDP, rank 0 uploads."""
     setup_logging()
@@ -61,7 +60,7 @@ def run_cluster_worker(
         dataset = download(dataset_uri, work / "dataset.npz")
         teacher = download(teacher_uri, work / "teacher.pt") if teacher_uri else None
         model_path = work / MODEL_FILE
-        result: TrainResult = fit_in_process(cfg, role, run_id, dataset, model_path, teacher)
+        result: TrainResult = fit_in_process(cfg, role, dataset, model_path, teacher)
         if env.is_main:
             upload(model_path, f"{output_uri.rstrip('/')}/{MODEL_FILE}")
             result_path = work / RESULT_FILE
@@ -76,14 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slipway.steps.cluster_train")
     parser.add_argument("--config-json", required=True)
     parser.add_argument("--role", choices=("teacher", "student"), required=True)
-    parser.add_argument("--run-id", default="")
     parser.add_argument("--dataset-uri", required=True)
     parser.add_argument("--teacher-uri", default=None)
     parser.add_argument("--output-uri", required=True)
     ns = parser.parse_args(argv)
-    return run_cluster_worker(
-        ns.config_json, ns.role, ns.run_id, ns.dataset_uri, ns.teacher_uri, ns.output_uri
-    )
+    return run_cluster_worker(ns.config_json, ns.role, ns.dataset_uri, ns.teacher_uri, ns.output_uri)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from typing import Any
 
 from pydantic import BaseModel
 
 from slipway.core.config import SlipwayConfig, validate_config
 from slipway.core.logs import setup_logging
+from slipway.core.summary import STEP_ERRORS_ENV
 from slipway.evaluation.evaluate import ModelEvaluation
 
 SUMMARY_FIELDS = (
@@ -31,9 +35,26 @@ class EvaluationReport(BaseModel):
     student: ModelEvaluation
 
 
+def _report_failures() -> None:
+    """Under `slipway run`, a step that fails appends its error to a file, so summary.json can name it."""
+    path = os.environ.get(STEP_ERRORS_ENV)
+    previous = sys.excepthook
+    if not path or getattr(previous, "slipway", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        with open(path, "a") as f:
+            f.write(json.dumps({"error": f"{kind.__name__}: {value}"}) + "\n")
+        previous(kind, value, tb)
+
+    hook.slipway = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 def begin(config: dict[str, Any]) -> SlipwayConfig:
-    """What every step does first: validate the config it was handed and set up logging."""
+    """What every step does first: set up logging and error reporting, validate the config it was handed."""
     setup_logging()
+    _report_failures()
     return validate_config(config)
 
 

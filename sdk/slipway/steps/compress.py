@@ -21,11 +21,11 @@ from slipway import registry
 from slipway.compression.onnx_export import check_parity, export_onnx, onnx_predict, ort_session
 from slipway.compression.pruning import PruneReport, prune_and_finetune
 from slipway.compression.quantize import calibration_sample, convert_fp16, quantize_int8
-from slipway.compression.selection import Candidate, Selection, choose
+from slipway.compression.selection import Selection, choose
 from slipway.core import data as data_lib
 from slipway.core.artifacts import read_metadata, sha256_file, write_metadata
 from slipway.core.config import ModelSpec, SlipwayConfig
-from slipway.core.errors import NotFoundError, RegistryError
+from slipway.core.errors import NotFoundError
 from slipway.core.models import count_parameters, load_model, save_model
 from slipway.evaluation.evaluate import (
     ModelEvaluation,
@@ -34,13 +34,11 @@ from slipway.evaluation.evaluate import (
     plot_confusion_matrix,
     torch_predictor,
 )
-from slipway.steps.common import SUMMARY_FIELDS, EvaluationReport, summary_view
+from slipway.steps.common import EvaluationReport
 from slipway.steps.train import checkpoint_dir
 from slipway.training.loop import predict_logits
 
 log = logging.getLogger(__name__)
-CHECKPOINT_ARTIFACT = "checkpoint"  # MLflow run folder holding the PyTorch parent of the registered ONNX
-CHECKPOINT_FILE = "model.pt"
 
 
 def export_model(cfg: SlipwayConfig, model_path: Path, dataset_path: Path, onnx_path: Path) -> dict[str, Any]:
@@ -102,7 +100,6 @@ def mark_skipped(path: Path, why: str) -> None:
 
 def prune_student(
     cfg: SlipwayConfig,
-    run_id: str,
     dataset_path: Path,
     model_path: Path,
     teacher_path: Path | None,
@@ -135,24 +132,14 @@ def prune_student(
         finetune,
     )
     save_model(pruned, spec, splits.input_shape, splits.num_classes, output_path, pruning=report.model_dump())
-    registry.log_metrics(
-        cfg.registry,
-        run_id,
-        {
-            "pruned.params": report.params_after,
-            "pruned.macs": report.macs_after,
-            "pruned.sparsity": report.sparsity,
-            "pruned.val_accuracy": report.val_accuracy_finetuned,
-        },
-    )
-    registry.set_tags(cfg.registry, run_id, {"slipway.pruning": report.model_dump(exclude={"channels"})})
     return report
 
 
 def quantize_onnx(
-    cfg: SlipwayConfig, run_id: str, dataset_path: Path, onnx_path: Path, int8_path: Path, fp16_path: Path
+    cfg: SlipwayConfig, dataset_path: Path, onnx_path: Path, int8_path: Path, fp16_path: Path
 ) -> dict[str, Any]:
-    """INT8 (static, QDQ) and FP16 from one FP32 ONNX model, each within budget or the step fails."""
+    """INT8 (static, QDQ) and FP16 from one FP32 ONNX model; one over budget is kept, marked rejected, and
+    dropped by select_format with its numbers (never fails the step)."""
     splits = data_lib.load_splits(dataset_path)
     qcfg = cfg.compress.quantize
     threads = cfg.evaluate.threads
@@ -171,37 +158,27 @@ def quantize_onnx(
         results["fp16"] = outcome.model_dump(exclude={"artifact"})
     else:
         mark_skipped(fp16_path, "compress.quantize.fp16 is false")
-    metrics = {
-        f"{p}.{k}": float(v[k])
-        for p, v in results.items()
-        for k in ("accuracy", "accuracy_delta_points", "top1_agreement")
-    }
-    registry.log_metrics(cfg.registry, run_id, metrics)
-    registry.set_tags(
-        cfg.registry,
-        run_id,
-        {f"slipway.quantize.{p}": [a["label"] for a in v["attempts"]] for p, v in results.items()},
-    )
     return results
 
 
 def select_format(
     cfg: SlipwayConfig,
-    run_id: str,
     dataset_path: Path,
     teacher_path: Path,
     teacher_onnx: Path,
     candidates: dict[str, Path | None],
     checkpoints: dict[str, Path],
     chosen_path: Path,
+    checkpoint_path: Path,
     report_path: Path,
+    selection_path: Path,
     confusion_png: Path,
 ) -> tuple[EvaluationReport, Selection]:
     """Measure the teacher and every produced candidate on the test split; package the fastest in budget.
 
     `candidates` maps a format ("onnx-fp32" is the source and must be there) to its ONNX file; `checkpoints`
-    maps a format to the PyTorch checkpoint it came from, logged into the run so that the registered version
-    can be optimized again later. Writes an EvaluationReport (see slipway.steps.common), with
+    maps a format to the PyTorch checkpoint it came from, copied to `checkpoint_path` so that the registered
+    version carries it and can be optimized again later. Writes an EvaluationReport (see slipway.steps.common), with
     the chosen candidate as the student, so that gate, register and package work unchanged.
     """
     splits = data_lib.load_splits(dataset_path)
@@ -220,6 +197,7 @@ def select_format(
     allowed = set(cfg.compress.candidates)
     evaluations: dict[str, ModelEvaluation] = {}
     skipped: dict[str, str] = {}
+    rejected: dict[str, str] = {}
     for fmt, path in candidates.items():
         if fmt not in allowed and fmt != "onnx-fp32":
             skipped[fmt] = "not in compress.candidates"
@@ -228,18 +206,14 @@ def select_format(
         else:
             assert path is not None
             evaluations[fmt] = measure_onnx(fmt, "student", path, x, y, k, cfg)
+            if (why := read_metadata(path).extra.get("rejected")) is not None:
+                rejected[fmt] = why
     if "onnx-fp32" not in evaluations:
         raise NotFoundError("select_format needs the source model as candidate 'onnx-fp32'")
     reference = evaluations["onnx-fp32"].accuracy
     if "onnx-fp32" not in allowed:
-        skipped["onnx-fp32"] = "not in compress.candidates (measured as the accuracy reference only)"
-        reference_eval = evaluations.pop("onnx-fp32")
-    selection = choose(evaluations, reference, cfg.compress.accuracy_budget_points, skipped)
-    if "onnx-fp32" not in allowed:
-        selection.candidates.append(
-            Candidate(format="onnx-fp32", eligible=False, accuracy_drop_points=0.0, evaluation=reference_eval,
-                      note="reference only")
-        )  # fmt: skip
+        rejected["onnx-fp32"] = "not in compress.candidates (measured as the accuracy reference only)"
+    selection = choose(evaluations, reference, cfg.compress.accuracy_budget_points, skipped, rejected)
     chosen_source = candidates[selection.chosen]
     assert chosen_source is not None
     shutil.copyfile(chosen_source, chosen_path)
@@ -255,42 +229,24 @@ def select_format(
         dataset_fingerprint=splits.fingerprint, teacher=teacher, teacher_eager=teacher_eager, student=student
     )
     report_path.write_text(report.model_dump_json(indent=2))
+    selection_path.write_text(selection.model_dump_json(indent=2))
     plot_confusion_matrix(
         student.confusion_matrix, confusion_png, f"{selection.chosen} on {splits.name} (test)"
     )
+    parent = checkpoints.get(selection.chosen)
+    if parent is None or not parent.is_file():
+        raise NotFoundError(f"select_format: no PyTorch checkpoint for the chosen format {selection.chosen}")
+    shutil.copyfile(parent, checkpoint_path)
     for line in selection.reasons:
         log.info("optimizer: %s", line)
-    metrics: dict[str, float] = {}
-    for role, e in (("teacher", teacher), ("teacher_eager", teacher_eager), ("student", student)):
-        metrics |= {f"{role}.{f}": float(getattr(e, f)) for f in SUMMARY_FIELDS if f != "format"}
-    for fmt, e in evaluations.items():
-        metrics |= {f"candidate.{fmt}.{f}": float(getattr(e, f)) for f in SUMMARY_FIELDS if f != "format"}
-    registry.log_metrics(cfg.registry, run_id, metrics)
-    registry.set_tags(
-        cfg.registry,
-        run_id,
-        {
-            "slipway.teacher": summary_view(teacher, teacher_eager),
-            "slipway.student": summary_view(student),
-            "slipway.optimize": {"chosen": selection.chosen, "reasons": selection.reasons},
-        },
-    )
-    registry.log_artifact(cfg.registry, run_id, report_path, "evaluation", "report.json")
-    registry.log_artifact(cfg.registry, run_id, confusion_png, "evaluation", "confusion_matrix.png")
-    with tempfile.TemporaryDirectory() as tmp:
-        selection_file = Path(tmp) / "selection.json"
-        selection_file.write_text(selection.model_dump_json(indent=2))
-        registry.log_artifact(cfg.registry, run_id, selection_file, "evaluation")
-    if (parent := checkpoints.get(selection.chosen)) is not None and parent.is_file():
-        registry.log_artifact(cfg.registry, run_id, parent, CHECKPOINT_ARTIFACT, CHECKPOINT_FILE)
     return report, selection
 
 
 def resolve_source(cfg: SlipwayConfig, run_id: str, model_path: Path) -> dict[str, Any]:
     """Fetch what the optimize pipeline starts from: `source.checkpoint`, or a registered version's checkpoint.
 
-    Registered versions hold ONNX; the PyTorch parent that pruning needs is the `checkpoint/model.pt` artifact
-    that select_format logged into the version's training run.
+    Registered versions hold ONNX; the PyTorch parent that pruning needs is the checkpoint registered with the
+    version, verified against its digest on download.
     """
     src = cfg.source
     if src.checkpoint is not None:
@@ -301,34 +257,13 @@ def resolve_source(cfg: SlipwayConfig, run_id: str, model_path: Path) -> dict[st
         shutil.copyfile(path, model_path)
         origin: dict[str, Any] = {"checkpoint": str(path)}
     else:
-        import mlflow
-
         name = src.model_name or cfg.registry.model_name
-        client = registry.mlflow_client(cfg.registry)
-        try:
-            mv = (
-                client.get_model_version(name, src.version)
-                if src.version is not None
-                else client.get_model_version_by_alias(name, src.alias)
-            )
-        except mlflow.exceptions.MlflowException as err:
-            which = f"version {src.version}" if src.version is not None else f"alias {src.alias!r}"
-            raise NotFoundError(
-                f"registered model {name!r} {which} not found at {registry.tracking_uri(cfg.registry)}: "
-                f"{err.message}"
-            ) from None
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = mlflow.artifacts.download_artifacts(
-                    run_id=mv.run_id, artifact_path=f"{CHECKPOINT_ARTIFACT}/{CHECKPOINT_FILE}", dst_path=tmp
-                )
-            except Exception as err:  # mlflow raises several types for a missing artifact
-                raise RegistryError(
-                    f"{name} v{mv.version}: its run {mv.run_id} has no {CHECKPOINT_ARTIFACT}/{CHECKPOINT_FILE} "
-                    f"artifact, so there is no PyTorch model to prune; set source.checkpoint instead ({err})"
-                ) from None
+            local, mv = registry.download_checkpoint(
+                cfg.registry, name, tmp, version=src.version, alias=src.alias
+            )
             shutil.copyfile(local, model_path)
-        origin = {"model_name": name, "version": str(mv.version), "source_run": mv.run_id}
+        origin = {"model_name": name, "version": mv.version, "source_run": mv.run_id}
     model, payload = load_model(model_path)
     origin |= {"params": count_parameters(model), "spec": payload["spec"]}
     registry.set_tags(cfg.registry, run_id, {"slipway.source": origin})
@@ -337,20 +272,19 @@ def resolve_source(cfg: SlipwayConfig, run_id: str, model_path: Path) -> dict[st
 
 def build_tensorrt_engine(
     cfg: SlipwayConfig,
-    run_id: str,
     dataset_path: Path,
     onnx_path: Path,
     int8_onnx: Path | None,
     engine_path: Path,
 ) -> dict[str, Any]:
-    """Build and check a TensorRT engine (GPU image only); records it on the run, beside the CPU choice."""
+    """Build and check a TensorRT engine (GPU image only); what it built travels in the engine's metadata."""
     from slipway.compression.tensorrt import build_engine
 
     splits = data_lib.load_splits(dataset_path)
     trt_cfg = cfg.compress.tensorrt
-    source = int8_onnx if trt_cfg.int8 and int8_onnx is not None and produced(int8_onnx) else onnx_path
-    artifact = build_engine(source, engine_path, trt_cfg, splits.x_val[: cfg.export.parity_samples])
-    registry.set_tags(
-        cfg.registry, run_id, {"slipway.tensorrt": artifact.model_dump(exclude={"inputs", "outputs"})}
+    usable_int8 = (
+        int8_onnx is not None and produced(int8_onnx) and "rejected" not in read_metadata(int8_onnx).extra
     )
+    source = int8_onnx if trt_cfg.int8 and usable_int8 and int8_onnx is not None else onnx_path
+    artifact = build_engine(source, engine_path, trt_cfg, splits.x_val[: cfg.export.parity_samples])
     return json.loads(artifact.model_dump_json())

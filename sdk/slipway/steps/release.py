@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from slipway import registry
+from slipway.core import data as data_lib
 from slipway.core.artifacts import verify_artifact
 from slipway.core.config import SlipwayConfig
 from slipway.evaluation.gate import GateDecision, decide
@@ -30,21 +31,29 @@ def gate_candidate(cfg: SlipwayConfig, run_id: str, report_path: Path, decision_
 
 
 def register_candidate(
-    cfg: SlipwayConfig, run_id: str, student_onnx: Path, report_path: Path, decision_path: Path
+    cfg: SlipwayConfig,
+    run_id: str,
+    student_onnx: Path,
+    checkpoint: Path,
+    dataset_path: Path,
+    report_path: Path,
+    decision_path: Path,
 ) -> registry.RegisteredVersion:
-    """Register the student as a new version (alias challenger) with its lineage and gate outcome."""
-    artifact = verify_artifact(student_onnx)
+    """Register the student as a new version (alias challenger) with its lineage, gate outcome, signature and
+    input example, and the PyTorch checkpoint it came from (so that it can be optimized again)."""
+    verify_artifact(student_onnx)
     report = EvaluationReport.model_validate_json(report_path.read_text())
     decision = GateDecision.model_validate_json(decision_path.read_text())
+    example = data_lib.load_splits(dataset_path).x_test[:2]
     tags = {
-        "slipway.sha256": artifact.sha256,
         "slipway.source_run": run_id,
         "slipway.dataset_fingerprint": report.dataset_fingerprint,
         "slipway.accuracy": f"{report.student.accuracy:.6f}",
         "slipway.format": report.student.format,
         "slipway.gate_passed": str(decision.passed).lower(),
     }
-    version = registry.register_onnx(cfg.registry, run_id, student_onnx, tags)
+    version = registry.register_onnx(cfg.registry, run_id, student_onnx, tags, example)
+    registry.log_checkpoint(cfg.registry, run_id, version.version, checkpoint)
     registry.set_tags(cfg.registry, run_id, {"slipway.registry": version.model_dump()})
     return version
 
@@ -55,10 +64,13 @@ def promote_candidate(cfg: SlipwayConfig, run_id: str, version: str) -> registry
     return promoted
 
 
-def package_for_triton(cfg: SlipwayConfig, run_id: str, student_onnx: Path, repo_dir: Path) -> Path:
-    """Write the Triton model repository for the student from its typed metadata."""
+def package_for_triton(
+    cfg: SlipwayConfig, run_id: str, version: str, student_onnx: Path, repo_dir: Path
+) -> Path:
+    """Write the Triton model repository for the student and log it with the registered version."""
     from slipway.serving.triton_repository import write_model
 
     model_dir = write_model(repo_dir, cfg.registry.model_name, student_onnx, cfg.triton)
+    registry.log_model_repository(cfg.registry, version, repo_dir)
     registry.set_tags(cfg.registry, run_id, {"slipway.model_repository": str(repo_dir)})
     return model_dir

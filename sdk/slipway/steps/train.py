@@ -1,4 +1,8 @@
-"""The training steps: train the teacher, distil the student, in this process or on local DDP workers."""
+"""The training steps: train the teacher, distil the student, in this process or on local DDP workers.
+
+Cached steps: they log progress to the task's log and return their numbers (history included) for the
+model's metadata; the record step puts them into the pipeline run's MLflow run.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,14 @@ from typing import Any
 
 import torch
 
-from slipway import registry
 from slipway.core import data as data_lib
-from slipway.core.config import DistributedConfig, ModelSpec, SlipwayConfig, TrainConfig, validate_config
+from slipway.core.config import DistributedConfig, LoopConfig, ModelSpec, SlipwayConfig, validate_config
 from slipway.core.models import build_model, count_parameters, load_model, save_model
 from slipway.training import distributed
 from slipway.training.loop import TrainResult, train
 
 
-def checkpoint_dir(cfg: TrainConfig, role: str, fingerprint: str, spec: ModelSpec, fallback: Path) -> Path:
+def checkpoint_dir(cfg: LoopConfig, role: str, fingerprint: str, spec: ModelSpec, fallback: Path) -> Path:
     """A stable folder per (data, model, training config): rerunning the same work resumes from it."""
     if cfg.checkpoint_dir is None:
         return fallback
@@ -31,7 +34,6 @@ def checkpoint_dir(cfg: TrainConfig, role: str, fingerprint: str, spec: ModelSpe
 def _fit(
     cfg: SlipwayConfig,
     role: str,
-    run_id: str,
     dataset_path: Path,
     model_path: Path,
     teacher_path: Path | None,
@@ -44,7 +46,6 @@ def _fit(
             {
                 "config": cfg.model_dump(mode="json"),
                 "role": role,
-                "run_id": run_id,
                 "dataset_path": str(dataset_path),
                 "model_path": str(model_path),
                 "teacher_path": None if teacher_path is None else str(teacher_path),
@@ -54,13 +55,12 @@ def _fit(
             threads_per_process=train_cfg.num_threads or 1,
         )
         return TrainResult(**payload)
-    return fit_in_process(cfg, role, run_id, dataset_path, model_path, teacher_path)
+    return fit_in_process(cfg, role, dataset_path, model_path, teacher_path)
 
 
 def fit_worker(
     config: dict[str, Any],
     role: str,
-    run_id: str,
     dataset_path: str,
     model_path: str,
     teacher_path: str | None,
@@ -71,7 +71,6 @@ def fit_worker(
     result = fit_in_process(
         validate_config(config),
         role,
-        run_id,
         Path(dataset_path),
         Path(model_path),
         None if teacher_path is None else Path(teacher_path),
@@ -82,12 +81,11 @@ def fit_worker(
 def fit_in_process(
     cfg: SlipwayConfig,
     role: str,
-    run_id: str,
     dataset_path: Path,
     model_path: Path,
     teacher_path: Path | None,
 ) -> TrainResult:
-    """The training step proper; under DDP every rank runs it and rank 0 alone logs and writes the model."""
+    """The training step proper; under DDP every rank runs it and rank 0 alone writes the model."""
     splits = data_lib.load_splits(dataset_path)
     spec, train_cfg = (cfg.teacher, cfg.train) if teacher_path is None else (cfg.student, cfg.distill)
     torch.manual_seed(cfg.seed)
@@ -102,12 +100,6 @@ def fit_in_process(
         resumable, role, splits.fingerprint, spec, model_path.parent / f"{role}-checkpoints"
     )
     is_main = distributed.current(train_cfg.device).is_main
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        registry.log_metrics(
-            cfg.registry, run_id, {f"{role}.{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch
-        )
-
     result = train(
         model,
         splits.x_train,
@@ -118,29 +110,30 @@ def fit_in_process(
         cfg.seed,
         ckpt,
         teacher=teacher,
-        on_epoch=on_epoch,
         label=role,
     )
     if not is_main:
         return result
     save_model(model, spec, splits.input_shape, splits.num_classes, model_path)
-    registry.log_metrics(
-        cfg.registry,
-        run_id,
-        {
-            f"{role}.best_val_accuracy": result.best_val_accuracy,
-            f"{role}.epochs_run": result.epochs_run,
-            f"{role}.params": count_parameters(model),
-        },
-    )
     return result
 
 
-def train_teacher(cfg: SlipwayConfig, run_id: str, dataset_path: Path, model_path: Path) -> TrainResult:
-    return _fit(cfg, "teacher", run_id, dataset_path, model_path, None)
+def training_metadata(role: str, result: TrainResult | dict[str, Any], model_path: Path) -> dict[str, Any]:
+    """What the model artifact carries for the record step: the outcome, the history, the parameter count."""
+    outcome = dataclasses.asdict(result) if isinstance(result, TrainResult) else dict(result)
+    return {
+        "framework": "pytorch",
+        "role": role,
+        **{k: outcome[k] for k in ("best_val_accuracy", "best_epoch", "epochs_run", "history")},
+        "params": count_parameters(load_model(model_path)[0]),
+    }
+
+
+def train_teacher(cfg: SlipwayConfig, dataset_path: Path, model_path: Path) -> TrainResult:
+    return _fit(cfg, "teacher", dataset_path, model_path, None)
 
 
 def distill_student(
-    cfg: SlipwayConfig, run_id: str, dataset_path: Path, teacher_path: Path, model_path: Path
+    cfg: SlipwayConfig, dataset_path: Path, teacher_path: Path, model_path: Path
 ) -> TrainResult:
-    return _fit(cfg, "student", run_id, dataset_path, model_path, teacher_path)
+    return _fit(cfg, "student", dataset_path, model_path, teacher_path)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from slipway.core.config import DistillConfig, TrainConfig
+from slipway.core.config import DistillConfig, FinetuneConfig, LoopConfig, TrainConfig
 from slipway.core.errors import TrainingError
 from slipway.training import distributed
 
@@ -57,15 +57,19 @@ def distillation_loss(
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Hinton et al. (2015): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)."""
+    """Hinton et al. (2015): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels).
+
+    `label_smoothing` smooths the hard labels of the CE term only: the teacher's targets are soft already.
+    """
     soft = F.kl_div(
         F.log_softmax(student_logits / temperature, dim=1),
         F.log_softmax(teacher_logits / temperature, dim=1),
         reduction="batchmean",
         log_target=True,
     )
-    hard = F.cross_entropy(student_logits, labels)
+    hard = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
     return alpha * temperature**2 * soft + (1 - alpha) * hard
 
 
@@ -167,7 +171,7 @@ def train(
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
-    cfg: TrainConfig,
+    cfg: LoopConfig,
     seed: int,
     checkpoint_dir: str | Path,
     teacher: nn.Module | None = None,
@@ -187,7 +191,7 @@ def train(
     ckpt_path = checkpoint_dir / CHECKPOINT
     if env.is_main:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    distill = isinstance(cfg, DistillConfig) and teacher is not None
+    distill = isinstance(cfg, DistillConfig | FinetuneConfig) and teacher is not None
 
     torch.manual_seed(seed)
     model.to(device)
@@ -238,7 +242,9 @@ def train(
     if env.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        if cfg.sync_batchnorm and device.type == "cuda" and env.world_size > 1:
+        # A section without the key (fine-tuning, never under DDP today) gets TrainConfig's default.
+        sync_wanted = cfg.sync_batchnorm if isinstance(cfg, TrainConfig) else True
+        if sync_wanted and device.type == "cuda" and env.world_size > 1:
             sync_bn = _convert_sync_batchnorm(model)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     # Without SyncBatchNorm every rank's slice must hold two samples for BatchNorm; a world of one: two.
@@ -270,16 +276,21 @@ def train(
                     idx = _shard(global_idx, env)
                     with _autocast(device, cfg.precision):
                         logits = net(xt[idx])
-                        if teacher_logits is not None and isinstance(cfg, DistillConfig):
+                        if teacher_logits is not None and isinstance(cfg, DistillConfig | FinetuneConfig):
                             loss = distillation_loss(
-                                logits.float(), teacher_logits[idx], yt[idx], cfg.temperature, cfg.alpha
+                                logits.float(),
+                                teacher_logits[idx],
+                                yt[idx],
+                                cfg.temperature,
+                                cfg.alpha,
+                                cfg.label_smoothing,
                             )
                         else:
                             loss = F.cross_entropy(
                                 logits.float(), yt[idx], label_smoothing=cfg.label_smoothing
                             )
                     if env.world_size > 1:
-                        # DDP averages gradients over ranks: weight each rank's mean by its share of the batch.
+                        # DDP averages gradients over ranks: weight each rank's mean by its batch share.
                         loss = loss * (len(idx) * env.world_size / len(global_idx))
                     batch_loss = _global_mean(loss, env)
                     if not math.isfinite(batch_loss):
