@@ -24,9 +24,9 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/slipway run quickstart --output $(DEMO_DIR)
 
-tools: $(TOOLS)/helm $(TOOLS)/kubectl
+tools: $(TOOLS)/helm $(TOOLS)/kubectl $(TOOLS)/promtool
 
-$(TOOLS)/helm $(TOOLS)/kubectl:
+$(TOOLS)/helm $(TOOLS)/kubectl $(TOOLS)/promtool:
 	bash scripts/install-tools.sh $(TOOLS)
 
 test: install tools

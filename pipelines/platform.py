@@ -4,17 +4,29 @@ Secrets reach a step only as Kubernetes `secretKeyRef`s (`use_secret_as_env`). A
 `configure_task(task, kind, current_cluster())` on each task; `current_cluster()` is set only while
 `build_pipeline` re-runs the pipeline body for `slipway compile`/`submit`, so kfp.local runs and plain imports
 see no cluster settings at all.
+
+With `cluster.checkpoints.pvc` set, GPU steps mount that claim and `with_durable_checkpoints` points the
+training sections' unset `checkpoint_dir`s at it, so that a retried step (a new pod) resumes.
 """
 
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
 
-from slipway.core.cluster_config import STEP_KIND_LABEL, STEP_KINDS, ClusterConfig, StepKind, StepSettings
+from slipway.core.cluster_config import (
+    CHECKPOINT_MOUNT_PATH_ENV,
+    CHECKPOINT_PVC_ENV,
+    STEP_KIND_LABEL,
+    STEP_KINDS,
+    ClusterConfig,
+    StepKind,
+    StepSettings,
+)
 from slipway.core.config import SlipwayConfig
 
 if TYPE_CHECKING:
@@ -51,8 +63,45 @@ def compiling_for(cfg: SlipwayConfig) -> Iterator[SlipwayConfig]:
         _CURRENT.reset(token)
 
 
+def _inside(path: str, folder: str) -> bool:
+    path = posixpath.normpath(path)
+    return path == folder or path.startswith(folder + "/")
+
+
+def with_durable_checkpoints(cfg: SlipwayConfig) -> SlipwayConfig:
+    """`cfg` with unset checkpoint folders under the checkpoint claim's mount path (`<mount_path>/<name>`).
+
+    Set at compile time: each cached step gets only its slice of the compiled config. A folder the user set
+    is kept, with a warning when it lies outside the mount path (unless on other durable storage, a retried
+    step starts over).
+    """
+    ckpt = cfg.cluster.checkpoints
+    if ckpt.pvc is None:
+        return cfg
+    folder = posixpath.join(ckpt.mount_path, cfg.name)
+    update = cfg.model_copy(deep=True)
+    sections = {
+        "train": update.train,
+        "distill": update.distill,
+        "compress.prune.finetune": update.compress.prune.finetune,
+    }
+    for key, section in sections.items():
+        if section.checkpoint_dir is None:
+            section.checkpoint_dir = folder
+        elif not _inside(section.checkpoint_dir, ckpt.mount_path):
+            log.warning(
+                "%s.checkpoint_dir=%s is not under the claim %s mounted at %s: a retried step may not resume",
+                key,
+                section.checkpoint_dir,
+                ckpt.pvc,
+                ckpt.mount_path,
+            )
+    return update
+
+
 def configure_task(task: PipelineTask, kind: StepKind, cluster: ClusterConfig | None) -> PipelineTask:
-    """Apply secrets, placement, resources, caching and retries for `kind`; a no-op when `cluster` is None."""
+    """Apply secrets, placement, resources, caching, retries and (GPU steps) the checkpoint claim for `kind`;
+    a no-op when `cluster` is None."""
     if kind not in STEP_KINDS:
         from slipway.core.errors import ConfigError
 
@@ -85,6 +134,12 @@ def configure_task(task: PipelineTask, kind: StepKind, cluster: ClusterConfig | 
                 effect=tol.effect,
                 toleration_seconds=tol.toleration_seconds,
             )
+    if kind == "gpu" and cluster.checkpoints.pvc:
+        ckpt = cluster.checkpoints
+        kubernetes.mount_pvc(task, pvc_name=ckpt.pvc, mount_path=ckpt.mount_path)
+        # A step that trains as a TrainJob/PyTorchJob mounts the same claim in the job's pods (cluster.trainjob).
+        task.set_env_variable(CHECKPOINT_PVC_ENV, ckpt.pvc)
+        task.set_env_variable(CHECKPOINT_MOUNT_PATH_ENV, ckpt.mount_path)
     if settings.cpu_request:
         task.set_cpu_request(settings.cpu_request)
     if settings.cpu_limit:

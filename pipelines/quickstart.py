@@ -85,7 +85,11 @@ def quickstart(
         promoted = promote(config=resolved, run_id=run_id, version=version)
         configure_task(promoted.set_display_name("promote"), "side_effects", cluster)
         packaged = package_triton(
-            config=resolved, run_id=run_id, version=version, student_onnx=chosen_onnx
+            config=resolved,
+            run_id=run_id,
+            version=version,
+            student_onnx=chosen_onnx,
+            reference=data.outputs["reference"],
         ).set_display_name("package-triton")
         configure_task(packaged, "side_effects", cluster)
         deployed = deploy(

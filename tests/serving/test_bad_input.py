@@ -123,6 +123,8 @@ def binary_post(
         (260, 256, None, "4 binary bytes after the JSON header belong to no input"),
         (256, None, "99999", "Inference-Header-Content-Length"),
         (256, None, "abc", "Inference-Header-Content-Length"),
+        (256, None, "\u00b2".encode("latin-1"), "Inference-Header-Content-Length"),  # isdigit, yet not int()
+        (256, None, "9" * 5000, "Inference-Header-Content-Length"),
         (256, None, "10", "not valid JSON"),
     ],
 )

@@ -4,6 +4,7 @@ Not a real cluster: `k8s_double.KServeDouble` (127.0.0.1) stands in for the API 
 controller (revisions, Ready conditions, traffic split), a Triton v2 endpoint per revision and Prometheus.
 Time is a `FakeClock` shared by the double and the Rollout (its injected sleep and clock): a revision is
 Ready after a fixed number of polls and timeouts count polls, so no machine is too slow or too fast for them.
+The canary analysis sleeps on the same clock, so a 300 s window of checks takes no real time.
 """
 
 from __future__ import annotations
@@ -11,18 +12,22 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from kubernetes import client as k8s
+from pydantic import ValidationError
 
 from slipway.cli.deploy import deploy, rollout
 from slipway.cluster.kserve import PREVIOUS_STORAGE_URI_ANNOTATION, build_inference_service
 from slipway.cluster.prometheus import CanaryMargins, PrometheusClient, RevisionMetrics, judge_canary
-from slipway.cluster.rollout import Rollout, RolloutSettings
+from slipway.cluster.rollout import Rollout, RolloutResult, RolloutSettings, smoke_test_over_http
 from slipway.core import images
 from slipway.core.artifacts import ModelArtifact, TensorSpec
+from slipway.core.config import DeployConfig
 from slipway.core.errors import ClusterError, ConfigError, NotFoundError
 
 try:
@@ -318,3 +323,193 @@ def test_prometheus_unreachable_is_a_clear_error() -> None:
     prometheus = PrometheusClient("http://127.0.0.1:9", timeout_s=1)
     with pytest.raises(ClusterError, match=r"Prometheus at http://127\.0\.0\.1:9 unreachable"):
         prometheus.query("up")
+
+
+# --- the analysis loop: a check every interval, rollback at the failure threshold -------------------------
+
+INTERVAL = 30.0
+FAILING, HEALTHY, NO_TRAFFIC = (3.0, 1.0), (3.0, 0.002), (0.0, 0.0)  # canary (req/s, error rate)
+
+
+@dataclass
+class Timeline:
+    """When the smoke test passed, when each check queried Prometheus, when promote/rollback was called."""
+
+    smoke_done_at: float = math.nan
+    checks_at: list[float] = field(default_factory=list)
+    decided_at: float = math.nan
+
+    def check_offsets(self) -> list[float]:
+        return [round(t - self.smoke_done_at, 6) for t in self.checks_at]
+
+    def decided_after(self) -> float:
+        return round(self.decided_at - self.smoke_done_at, 6)
+
+
+def _analysing(
+    api: k8s.CustomObjectsApi,
+    double: KServeDouble,
+    script: list[tuple[float, float]],
+    prometheus: PrometheusClient | None = None,
+    **settings: Any,
+) -> tuple[Rollout, Timeline]:
+    """A Rollout on the fake clock whose canary metrics follow `script`, one (req/s, error rate) per check
+    (the last repeats): each sleep of one analysis interval sets what Prometheus answers at the next check."""
+    clock = double.clock
+    assert isinstance(clock, FakeClock)
+    timeline = Timeline()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if seconds == INTERVAL:
+            rate, errors = script[min(len(timeline.checks_at), len(script) - 1)]
+            double.prom_rules = []
+            _metrics(double, REV2, rate=rate, errors=errors, p99=100.0)
+            _metrics(double, REV1, rate=27.0, errors=0.001, p99=100.0)
+            timeline.checks_at.append(clock())
+
+    def smoke(url: str, model: str) -> dict[str, Any]:
+        result = smoke_test_over_http(url, model)
+        timeline.smoke_done_at = clock()
+        return result
+
+    ro = Rollout(
+        api,
+        FAST.model_copy(update={"analysis_interval_s": INTERVAL, **settings}),
+        prometheus=prometheus or PrometheusClient(double.url, window="1m", timeout_s=5),
+        smoke_test=smoke,
+        sleep=sleep,
+        clock=clock,
+    )
+    for decision in ("promote", "rollback"):
+        act = getattr(ro, decision)
+
+        def timed(*args: Any, _act: Any = act, **kwargs: Any) -> RolloutResult:
+            timeline.decided_at = clock()
+            return _act(*args, **kwargs)
+
+        setattr(ro, decision, timed)
+    assert ro.deploy(_body(V1)).outcome == "created"
+    return ro, timeline
+
+
+def _canary_error_queries(double: KServeDouble) -> int:
+    return sum(1 for q in double.prom_queries if f'revision_name="{REV2}"' in q and "5xx" in q)
+
+
+def test_canary_failing_every_request_is_rolled_back_at_the_second_check(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro, timeline = _analysing(api, double, [FAILING], analysis_s=300.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "rolled_back" and not result.ok
+    assert timeline.check_offsets() == [INTERVAL, 2 * INTERVAL]  # not the 300 s window
+    assert timeline.decided_after() == 2 * INTERVAL
+    assert _canary_error_queries(double) == 2
+    assert _traffic(double)[REV1] == 100 and _traffic(double).get(REV2, 0) == 0
+    stored = double.stored(NS, NAME)["spec"]["predictor"]
+    assert stored["model"]["storageUri"] == V1 and stored["canaryTrafficPercent"] == 0
+    analysis = result.analysis
+    assert analysis is not None
+    assert (analysis.checks, analysis.passed, analysis.failed) == (2, 0, 2)
+    assert analysis.elapsed_s == pytest.approx(2 * INTERVAL)
+    assert analysis.failures[1].startswith("check 2 at 60s: error rate 1.0000")
+    assert "2 failed checks reached the threshold of 2 after 2 checks in 60s" in result.message
+    assert result.verdict is not None and result.verdict.decision == "rollback"
+    assert json.loads(json.dumps(result.to_dict()))["analysis"]["failed"] == 2
+
+
+def test_healthy_canary_is_promoted_after_window_over_interval_checks(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro, timeline = _analysing(api, double, [HEALTHY], analysis_s=300.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "promoted", result.message
+    assert timeline.check_offsets() == [INTERVAL * k for k in range(1, 11)]
+    assert timeline.decided_after() == 300.0
+    assert _canary_error_queries(double) == 10
+    assert _traffic(double) == {REV2: 100}
+    assert result.analysis is not None
+    assert (result.analysis.checks, result.analysis.passed, result.analysis.failed) == (10, 10, 0)
+    assert result.message.startswith("canary analysis passed: 10 checks in 300s")
+
+
+def test_one_transient_failure_below_the_threshold_is_still_promoted(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro, timeline = _analysing(api, double, [HEALTHY, FAILING, HEALTHY], analysis_s=90.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "promoted", result.message
+    # 3 passing checks fill the 90 s window; the failed one does not count towards it (Flagger's rule)
+    assert timeline.check_offsets() == [30.0, 60.0, 90.0, 120.0]
+    assert _traffic(double) == {REV2: 100}
+    analysis = result.analysis
+    assert analysis is not None and (analysis.checks, analysis.passed, analysis.failed) == (4, 3, 1)
+    assert len(analysis.failures) == 1 and analysis.failures[0].startswith("check 2 at 60s: error rate")
+
+
+def test_failed_checks_count_in_total_not_in_a_row(api: k8s.CustomObjectsApi, double: KServeDouble) -> None:
+    ro, timeline = _analysing(api, double, [FAILING, HEALTHY, FAILING, HEALTHY], analysis_s=150.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "rolled_back"
+    assert timeline.decided_after() == 90.0
+    assert result.analysis is not None and (result.analysis.passed, result.analysis.failed) == (1, 2)
+    assert _traffic(double)[REV1] == 100 and _traffic(double).get(REV2, 0) == 0
+
+
+def test_checks_without_canary_traffic_neither_pass_nor_fail_and_hold_the_split(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro, timeline = _analysing(api, double, [NO_TRAFFIC], analysis_s=90.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "held"
+    assert timeline.check_offsets() == [30.0, 60.0, 90.0]
+    assert _traffic(double) == {REV2: 10, REV1: 90}
+    assert result.analysis is not None
+    assert (result.analysis.no_data, result.analysis.failed, result.analysis.passed) == (3, 0, 0)
+    assert "no check could judge the canary in 90s" in result.message and "req/s" in result.message
+
+
+def test_a_window_with_some_traffic_is_judged_on_the_checks_that_had_it(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro, timeline = _analysing(api, double, [NO_TRAFFIC, HEALTHY], analysis_s=90.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "promoted", result.message
+    assert timeline.decided_after() == 90.0  # a check without traffic spends the window
+    assert result.analysis is not None and (result.analysis.no_data, result.analysis.passed) == (1, 2)
+
+
+def test_on_inconclusive_rollback_counts_no_traffic_as_a_failed_check(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    ro, timeline = _analysing(api, double, [NO_TRAFFIC], analysis_s=300.0, on_inconclusive="rollback")
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "rolled_back"
+    assert timeline.decided_after() == 2 * INTERVAL
+    assert result.analysis is not None and (result.analysis.no_data, result.analysis.failed) == (2, 2)
+    assert "req/s" in result.analysis.failures[0]
+    assert _traffic(double)[REV1] == 100 and _traffic(double).get(REV2, 0) == 0
+
+
+def test_prometheus_not_answering_fails_the_checks(api: k8s.CustomObjectsApi, double: KServeDouble) -> None:
+    down = PrometheusClient("http://127.0.0.1:9", timeout_s=1)
+    ro, timeline = _analysing(api, double, [HEALTHY], prometheus=down, analysis_s=300.0)
+    result = ro.deploy(_body(V2))
+    assert result.outcome == "rolled_back"
+    assert timeline.decided_after() == 2 * INTERVAL
+    assert result.analysis is not None and "Prometheus at http://127.0.0.1:9 unreachable" in result.message
+    assert _traffic(double)[REV1] == 100 and _traffic(double).get(REV2, 0) == 0
+
+
+def test_analysis_settings_are_validated_and_default_from_deploy_config() -> None:
+    with pytest.raises(ValidationError, match="analysis_interval_s"):
+        RolloutSettings(analysis_interval_s=0)
+    with pytest.raises(ValidationError, match="failure_threshold"):
+        RolloutSettings(failure_threshold=0)
+    with pytest.raises(ValidationError, match="failure_threshold"):
+        DeployConfig(failure_threshold=0)
+    deploy_cfg, settings = DeployConfig(), RolloutSettings()
+    for key in ("analysis_s", "analysis_interval_s", "failure_threshold"):
+        assert getattr(deploy_cfg, key) == getattr(settings, key), key
+    assert (settings.analysis_interval_s, settings.failure_threshold) == (30.0, 2)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from evaluations import evaluation
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -10,33 +11,15 @@ from slipway.compression.tensorrt import TensorRTUnavailableError, import_tensor
 from slipway.core.artifacts import ModelArtifact, TensorSpec
 from slipway.core.config import ConfigError, load_config
 from slipway.core.errors import NotFoundError
-from slipway.evaluation.evaluate import ModelEvaluation
 from slipway.serving.triton_repository import build_model_config
 from slipway.steps.compress import choose, mark_skipped, produced
 
 
-def _ev(fmt: str, accuracy: float, throughput: float, p99: float = 1.0) -> ModelEvaluation:
-    return ModelEvaluation(
-        role="student",
-        format=fmt,
-        runtime="onnxruntime",
-        params=10,
-        size_bytes=1000,
-        accuracy=accuracy,
-        macro_f1=accuracy,
-        per_class_accuracy=[],
-        confusion_matrix=[],
-        latency_ms_p50_b1=p99 / 2,
-        latency_ms_p99_b1=p99,
-        throughput_ips_b64=throughput,
-    )
-
-
 def test_chooses_the_fastest_candidate_within_budget() -> None:
     evs = {
-        "onnx-fp32": _ev("onnx-fp32", 0.98, 1000),
-        "onnx-int8": _ev("onnx-int8", 0.975, 3000),
-        "onnx-fp16": _ev("onnx-fp16", 0.95, 9000),  # fastest, but 3 points worse: excluded
+        "onnx-fp32": evaluation("onnx-fp32", 0.98, 1000),
+        "onnx-int8": evaluation("onnx-int8", 0.975, 3000),
+        "onnx-fp16": evaluation("onnx-fp16", 0.95, 9000),  # fastest, but 3 points worse: excluded
     }
     sel = choose(evs, reference_accuracy=0.98, budget_points=1.0, skipped={"tensorrt": "no GPU"})
     assert sel.chosen == "onnx-int8"
@@ -53,8 +36,8 @@ def test_chooses_the_fastest_candidate_within_budget() -> None:
 
 def test_throughput_tie_is_broken_by_p99() -> None:
     evs = {
-        "onnx-fp32": _ev("onnx-fp32", 0.98, 1000, p99=0.5),
-        "onnx-int8": _ev("onnx-int8", 0.98, 1010, p99=0.9),
+        "onnx-fp32": evaluation("onnx-fp32", 0.98, 1000, p99=0.5),
+        "onnx-int8": evaluation("onnx-int8", 0.98, 1010, p99=0.9),
     }
     sel = choose(evs, 0.98, 1.0)
     assert sel.chosen == "onnx-fp32"
@@ -63,7 +46,7 @@ def test_throughput_tie_is_broken_by_p99() -> None:
 
 def test_nothing_within_budget_is_an_error_with_the_numbers() -> None:
     with pytest.raises(NotFoundError, match=r"onnx-int8: accuracy drop 5.00 points > budget 1.00"):
-        choose({"onnx-int8": _ev("onnx-int8", 0.93, 3000)}, 0.98, 1.0)
+        choose({"onnx-int8": evaluation("onnx-int8", 0.93, 3000)}, 0.98, 1.0)
 
 
 def test_skipped_outputs_are_not_candidates(tmp_path: Path) -> None:

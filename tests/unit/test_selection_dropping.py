@@ -1,29 +1,12 @@
 """Selection drops candidates over budget or rejected upstream with their numbers; FP32 ONNX is the floor."""
 
 import pytest
+from evaluations import evaluation
 
 from slipway.compression.selection import FLOOR, Selection, choose
 from slipway.core.errors import NotFoundError
-from slipway.evaluation.evaluate import ModelEvaluation
 
 INT8_MISS = "INT8 of student.onnx stays outside the budget (max drop 1.00 points ...)"
-
-
-def _ev(fmt: str, accuracy: float, throughput: float, p99: float = 1.0) -> ModelEvaluation:
-    return ModelEvaluation(
-        role="student",
-        format=fmt,
-        runtime="onnxruntime",
-        params=10,
-        size_bytes=1000,
-        accuracy=accuracy,
-        macro_f1=accuracy,
-        per_class_accuracy=[],
-        confusion_matrix=[],
-        latency_ms_p50_b1=p99 / 2,
-        latency_ms_p99_b1=p99,
-        throughput_ips_b64=throughput,
-    )
 
 
 def _line(sel: Selection, fmt: str) -> str:
@@ -33,9 +16,11 @@ def _line(sel: Selection, fmt: str) -> str:
 
 def test_rejected_upstream_is_dropped_with_its_numbers_and_the_next_is_chosen() -> None:
     evs = {
-        "onnx-fp32": _ev("onnx-fp32", 0.98, 1000),
-        "onnx-int8": _ev("onnx-int8", 0.975, 3000),  # within the selection budget, but quantize rejected it
-        "onnx-fp16": _ev("onnx-fp16", 0.98, 2000),
+        "onnx-fp32": evaluation("onnx-fp32", 0.98, 1000),
+        "onnx-int8": evaluation(
+            "onnx-int8", 0.975, 3000
+        ),  # within the selection budget, but quantize rejected it
+        "onnx-fp16": evaluation("onnx-fp16", 0.98, 2000),
     }
     sel = choose(evs, 0.98, 1.0, rejected={"onnx-int8": INT8_MISS})
     assert sel.chosen == "onnx-fp16" and not sel.floor
@@ -48,8 +33,8 @@ def test_rejected_upstream_is_dropped_with_its_numbers_and_the_next_is_chosen() 
 
 def test_over_budget_is_dropped_with_its_numbers_and_the_next_is_chosen() -> None:
     evs = {
-        "onnx-int8": _ev("onnx-int8", 0.95, 3000),
-        "onnx-pruned-fp32": _ev("onnx-pruned-fp32", 0.978, 1500),
+        "onnx-int8": evaluation("onnx-int8", 0.95, 3000),
+        "onnx-pruned-fp32": evaluation("onnx-pruned-fp32", 0.978, 1500),
     }
     sel = choose(evs, 0.98, 1.0)
     assert sel.chosen == "onnx-pruned-fp32" and not sel.floor
@@ -61,9 +46,9 @@ def test_over_budget_is_dropped_with_its_numbers_and_the_next_is_chosen() -> Non
 
 def test_every_optimized_candidate_dropped_falls_back_to_the_fp32_floor() -> None:
     evs = {
-        "onnx-fp32": _ev("onnx-fp32", 0.98, 1000),
-        "onnx-int8": _ev("onnx-int8", 0.96, 3000),
-        "onnx-fp16": _ev("onnx-fp16", 0.95, 2000),
+        "onnx-fp32": evaluation("onnx-fp32", 0.98, 1000),
+        "onnx-int8": evaluation("onnx-int8", 0.96, 3000),
+        "onnx-fp16": evaluation("onnx-fp16", 0.95, 2000),
     }
     sel = choose(
         evs,
@@ -87,11 +72,11 @@ def test_without_the_fp32_floor_measured_nothing_eligible_is_an_error() -> None:
     with pytest.raises(
         NotFoundError, match=r"floor onnx-fp32 .* was not measured: onnx-int8: accuracy drop 5.00"
     ):
-        choose({"onnx-int8": _ev("onnx-int8", 0.93, 3000)}, 0.98, 1.0, skipped={FLOOR: "not produced"})
+        choose({"onnx-int8": evaluation("onnx-int8", 0.93, 3000)}, 0.98, 1.0, skipped={FLOOR: "not produced"})
 
 
 def test_rejected_and_not_measured_is_listed_with_the_upstream_reason() -> None:
-    sel = choose({FLOOR: _ev(FLOOR, 0.98, 1000)}, 0.98, 1.0, rejected={"onnx-int8": INT8_MISS})
+    sel = choose({FLOOR: evaluation(FLOOR, 0.98, 1000)}, 0.98, 1.0, rejected={"onnx-int8": INT8_MISS})
     assert sel.chosen == FLOOR and not sel.floor  # onnx-fp32 is a candidate here, and eligible
     assert _line(sel, "onnx-int8") == f"onnx-int8: not measured ({INT8_MISS})"
     assert next(c for c in sel.candidates if c.format == "onnx-int8").rejected == INT8_MISS

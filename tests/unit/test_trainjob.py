@@ -10,6 +10,7 @@ real, as 2 local gloo processes, from the very command the manifest carries.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -26,6 +27,7 @@ import yaml
 from loopback import LoopbackServer
 
 from slipway.cluster import trainjob
+from slipway.core.cluster_config import CHECKPOINT_MOUNT_PATH_ENV, CHECKPOINT_PVC_ENV, CheckpointsConfig
 from slipway.core.config import SlipwayConfig, load_config, validate_config
 from slipway.core.errors import ClusterError
 from slipway.core.images import GPU_IMAGE
@@ -386,3 +388,70 @@ def test_the_manifest_command_trains_with_two_processes(tmp_path: Path, fast_con
     assert result["epochs_run"] == 2 and result["best_val_accuracy"] > 0.3
     model, _ = load_model(request.model_uri)
     assert model(__import__("torch").zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+CLAIM = CheckpointsConfig(pvc="ckpt", mount_path="/checkpoints")
+CLAIM_VOLUME = {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}}
+CLAIM_MOUNT = {"name": "checkpoints", "mountPath": "/checkpoints"}
+
+
+def _valid_pod(spec: dict[str, Any]) -> None:
+    """The pod spec against the Kubernetes OpenAPI schema (strict: unknown fields fail)."""
+    import kubernetes_validate
+
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
+    kubernetes_validate.validate(pod, "1.35.0", strict=True)
+
+
+@pytest.mark.parametrize("name", ["pytorchjob", "pytorchjob-elastic"])
+def test_pytorchjob_pods_mount_the_checkpoint_claim(name: str) -> None:
+    """Every replica (Master, Worker) mounts the claim where train.checkpoint_dir points."""
+    request = dataclasses.replace(goldens.golden_requests()[name], checkpoints=CLAIM)
+    replicas = trainjob.build_job(request).to_dict()["spec"]["pytorchReplicaSpecs"]
+    for replica in replicas.values():
+        pod = replica["template"]["spec"]
+        assert pod["volumes"] == [CLAIM_VOLUME]
+        assert pod["containers"][0]["volumeMounts"] == [CLAIM_MOUNT]
+        _valid_pod(pod)
+
+
+def test_trainjob_mounts_the_checkpoint_claim_on_its_trainer_nodes() -> None:
+    """Kubeflow Trainer adds volumes through podTemplateOverrides on the runtime's `node` job/container."""
+    request = dataclasses.replace(goldens.golden_requests()["trainjob"], checkpoints=CLAIM)
+    overrides = trainjob.build_job(request).to_dict()["spec"]["podTemplateOverrides"]
+    assert overrides == [
+        {
+            "targetJobs": [{"name": "node"}],
+            "spec": {
+                "volumes": [CLAIM_VOLUME],
+                "containers": [{"name": "node", "volumeMounts": [CLAIM_MOUNT]}],
+            },
+        }
+    ]
+    spec = overrides[0]["spec"]
+    _valid_pod(
+        {"volumes": spec["volumes"], "containers": [{"name": "node", "image": "i", **spec["containers"][0]}]}
+    )
+
+
+def test_no_claim_no_volume() -> None:
+    for name, request in goldens.golden_requests().items():
+        text = trainjob.render(trainjob.build_job(request))
+        assert "volume" not in text.lower() and "podTemplateOverrides" not in text, name
+
+
+def test_the_step_passes_its_claim_to_the_job(
+    tmp_path: Path, api_server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled GPU step's environment names the claim; the job it creates mounts it."""
+    monkeypatch.setenv(CHECKPOINT_PVC_ENV, "ckpt")
+    monkeypatch.setenv(CHECKPOINT_MOUNT_PATH_ENV, "/checkpoints")
+    api_server.default_script = [[_cond("Succeeded")]]
+    api_server.on_finish = _write_outputs
+    cfg = _config(tmp_path, "train.distributed.engine=pytorchjob")
+    request = trainjob.TrainingRequest(cfg, "teacher", "s3://b/d")
+    _client(api_server).run(request)
+    stored = api_server.objects[("pytorchjobs", "ml-team", request.job_name)]
+    pod = stored["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert pod["volumes"] == [CLAIM_VOLUME] and pod["containers"][0]["volumeMounts"] == [CLAIM_MOUNT]
+    assert trainjob.checkpoints_from_env({}) is None

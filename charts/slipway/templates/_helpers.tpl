@@ -14,6 +14,10 @@ derives from the InferenceService (<name>-predictor-00001-deployment-<hash>) sta
 {{- printf "%s-mlflow" (include "slipway.fullname" .) -}}
 {{- end -}}
 
+{{- define "slipway.checkpointsName" -}}
+{{- printf "%s-checkpoints" (include "slipway.fullname" .) -}}
+{{- end -}}
+
 {{- define "slipway.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

@@ -67,9 +67,10 @@ def compile_pipeline(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Pat
     """Write `entry` compiled for a cluster (settings from `cfg.cluster`) to `output`."""
     from kfp import compiler
 
-    from slipway.pipelines.platform import build_pipeline
+    from slipway.pipelines.platform import build_pipeline, with_durable_checkpoints
 
     refuse_inline_credentials(cfg)
+    cfg = with_durable_checkpoints(cfg)  # before the config becomes the compiled `config` default
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     # Import (and so decorate) the pipeline before the cluster settings are current, then rebuild it with them.

@@ -110,12 +110,27 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
 @click.option(
     "--metric-source", type=click.Choice(["knative", "triton"]), default="knative", show_default=True
 )
-@click.option("--window", default="5m", show_default=True, help="PromQL range window")
+@click.option("--window", default="1m", show_default=True, help="PromQL range window of each check")
 @click.option(
     "--analysis-s",
     type=click.FloatRange(min=0),
     default=_default(DeployConfig, "analysis_s"),
     show_default=True,
+    help="the analysis window: the canary must pass ceil(analysis_s / interval) checks",
+)
+@click.option(
+    "--analysis-interval-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_default(DeployConfig, "analysis_interval_s"),
+    show_default=True,
+    help="seconds between canary checks",
+)
+@click.option(
+    "--failure-threshold",
+    type=click.IntRange(min=1),
+    default=_default(DeployConfig, "failure_threshold"),
+    show_default=True,
+    help="failed checks, in total, that roll the canary back",
 )
 @click.option(
     "--max-error-rate-increase",
@@ -167,6 +182,8 @@ def deploy(**opts: Any) -> None:
             ready_timeout_s=opts["timeout_s"],
             poll_interval_s=opts["poll_s"],
             analysis_s=opts["analysis_s"],
+            analysis_interval_s=opts["analysis_interval_s"],
+            failure_threshold=opts["failure_threshold"],
             margins=CanaryMargins(
                 max_error_rate_increase=opts["max_error_rate_increase"],
                 max_p99_ratio=opts["max_p99_ratio"],

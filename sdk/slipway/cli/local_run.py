@@ -153,6 +153,10 @@ def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> R
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(fields["model_repository"], target)
         fields["model_repository"] = str(target)
+    if fields.get("drift_reference"):
+        target = output / "reference.npz"
+        shutil.copyfile(fields["drift_reference"], target)
+        fields["drift_reference"] = str(target)
     gate = fields.get("gate")
     summary = RunSummary(
         status=status_of(gate["passed"] if gate else None, error is not None),

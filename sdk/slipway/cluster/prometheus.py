@@ -138,14 +138,18 @@ def judge_canary(canary: RevisionMetrics, stable: RevisionMetrics, margins: Cana
 
 
 class PrometheusClient:
-    """Minimal Prometheus HTTP API client: instant queries returning one scalar."""
+    """Minimal Prometheus HTTP API client: instant queries returning one scalar.
+
+    `window` is the PromQL range of each canary check. About two analysis intervals (1m for 30 s, as Flagger's
+    built-in metrics use): a much longer range lets one burst of errors fail check after check.
+    """
 
     def __init__(
         self,
         url: str,
         *,
         queries: PromQLTemplates = KNATIVE_QUERIES,
-        window: str = "5m",
+        window: str = "1m",
         timeout_s: float = 10.0,
         headers: dict[str, str] | None = None,
     ) -> None:

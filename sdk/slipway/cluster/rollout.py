@@ -1,4 +1,5 @@
-# Over 500 lines: one state machine (deploy, wait, smoke-test, judge, promote or roll back) over one status model.
+# Over 500 lines: one state machine (deploy, wait, smoke-test, analyse, promote or roll back) over one status
+# model.
 """Canary rollout of a Triton InferenceService: deploy, wait, smoke-test, judge, then promote or roll back.
 
 Talks to the API server through the `kubernetes` client's CustomObjectsApi (serving.kserve.io/v1beta1
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SmokeTest = Callable[[str, str], dict[str, Any]]
 Outcome = Literal["created", "updated", "canary", "promoted", "rolled_back", "held"]
+CheckResult = Literal["passed", "failed", "no_data"]
 
 
 class RolloutSettings(BaseModel):
@@ -47,12 +49,19 @@ class RolloutSettings(BaseModel):
     poll_interval_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0, description="per API-server request")
     analysis_s: float = Field(
-        default=300.0, ge=0, description="canary takes traffic this long before it is judged"
+        default=300.0,
+        ge=0,
+        description="analysis window: passing checks needed = this / interval, rounded up, at least one",
+    )
+    analysis_interval_s: float = Field(default=30.0, gt=0, description="seconds between canary checks")
+    failure_threshold: int = Field(
+        default=2, ge=1, description="failed checks, in total (not in a row), that roll the canary back"
     )
     margins: CanaryMargins = Field(default_factory=CanaryMargins)
     on_inconclusive: Literal["hold", "rollback", "promote"] = Field(
         default="hold",
-        description="too little canary traffic to judge: leave the split for a human by default",
+        description="a check with too little canary traffic: 'rollback' counts it as failed (Flagger); "
+        "'hold'/'promote' count it as neither, and decide a window in which no check could judge",
     )
     triton_model: str | None = Field(default=None, description="model name inside the Triton repository")
     smoke_url: str | None = Field(default=None, description="override the canary URL (e.g. a port-forward)")
@@ -124,6 +133,27 @@ class RolloutStatus:
 
 
 @dataclass
+class CanaryAnalysis:
+    """Tally of the checks run on one canary, so the step and the CLI report how the decision came about."""
+
+    interval_s: float
+    required_passes: int
+    failure_threshold: int
+    checks: int = 0
+    passed: int = 0
+    failed: int = 0
+    no_data: int = 0
+    elapsed_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def window_done(self) -> bool:
+        """Checks that did not fail spend the window; failed ones do not (in Flagger they do not advance)."""
+        return self.checks - self.failed >= self.required_passes
+
+
+@dataclass
 class RolloutResult:
     """What a rollout step did and why; `ok` is False when the new model is not serving as asked."""
 
@@ -132,6 +162,7 @@ class RolloutResult:
     message: str
     verdict: CanaryVerdict | None = None
     smoke: dict[str, Any] | None = None
+    analysis: CanaryAnalysis | None = None
 
     @property
     def ok(self) -> bool:
@@ -145,6 +176,7 @@ class RolloutResult:
             "status": self.status.to_dict(),
             "verdict": _jsonable(asdict(self.verdict)) if self.verdict else None,
             "smoke": self.smoke,
+            "analysis": asdict(self.analysis) if self.analysis else None,
         }
 
 
@@ -174,6 +206,22 @@ def _conditions_summary(isvc: dict[str, Any]) -> str:
             text += f" ({c.get('reason') or ''}: {c.get('message') or ''})"
         parts.append(text)
     return "; ".join(parts) or "no conditions reported yet"
+
+
+def _analysis_reason(analysis: CanaryAnalysis, last_reasons: list[str]) -> str:
+    """One sentence on how the analysis ended, for the result message and the rollback annotation."""
+    a = analysis
+    tally = f"{a.passed} passed, {a.failed} failed, {a.no_data} without enough canary traffic"
+    if a.failed >= a.failure_threshold:
+        return (
+            f"{a.failed} failed checks reached the threshold of {a.failure_threshold} after {a.checks} "
+            f"checks in {a.elapsed_s:g}s ({tally}); last: {'; '.join(last_reasons)}"
+        )
+    if not a.passed:
+        return (
+            f"no check could judge the canary in {a.elapsed_s:g}s ({tally}); last: {'; '.join(last_reasons)}"
+        )
+    return f"canary analysis passed: {a.checks} checks in {a.elapsed_s:g}s ({tally})"
 
 
 # --- API access --------------------------------------------------------------------------------------------
@@ -277,7 +325,7 @@ class Rollout:
         done: Callable[[RolloutStatus], bool],
         fail_on_not_ready: bool = True,
     ) -> RolloutStatus:
-        """Poll until the controller observed `generation` and `done` holds; ClusterError on timeout/failure."""
+        """Poll until `generation` is observed and `done` holds; ClusterError on timeout or failure."""
         timeout = self.settings.ready_timeout_s
         deadline = self._clock() + timeout
         while True:
@@ -325,8 +373,8 @@ class Rollout:
         )
         if wanted_mode and before.deployment_mode and wanted_mode != before.deployment_mode:
             raise ConfigError(
-                f"InferenceService {namespace}/{name} runs in {before.deployment_mode} mode but {wanted_mode} was "
-                "requested; KServe cannot switch modes in place: delete and recreate it"
+                f"InferenceService {namespace}/{name} runs in {before.deployment_mode} mode but "
+                f"{wanted_mode} was requested; KServe cannot switch modes in place: delete and recreate it"
             )
         canary = percent is not None and percent < 100
         if canary:
@@ -334,8 +382,8 @@ class Rollout:
         if before.canary_in_progress:
             raise ClusterError(
                 f"a canary is already in progress on {namespace}/{name} ({before.canary_traffic_percent}% to "
-                f"{before.latest_ready_revision}, storageUri {before.storage_uri}); run `slipway rollout promote` "
-                "or `slipway rollout rollback` first"
+                f"{before.latest_ready_revision}, storageUri {before.storage_uri}); run "
+                "`slipway rollout promote` or `slipway rollout rollback` first"
             )
         stable_revision = before.latest_rolledout_revision or before.latest_ready_revision
         patch = copy.deepcopy({"metadata": {k: v for k, v in meta.items() if k in ("labels", "annotations")}})
@@ -490,45 +538,124 @@ class Rollout:
             promoted.smoke = smoke
             promoted.message = "promoted on the smoke test alone (no metrics analysis); " + promoted.message
             return promoted
-        if self.settings.analysis_s > 0:
-            log.info(
-                "canary.observe namespace=%s name=%s seconds=%s", namespace, name, self.settings.analysis_s
-            )
-            self._sleep(self.settings.analysis_s)
-        verdict = judge_canary(
-            self.prometheus.revision_metrics(namespace, canary_revision),
-            self.prometheus.revision_metrics(namespace, stable_revision),
-            self.settings.margins,
+        analysis, verdict = self._run_checks(
+            self.prometheus, name, namespace, canary_revision, stable_revision
         )
+        if analysis.failed >= analysis.failure_threshold:
+            decision: str = "rollback"
+        elif analysis.passed:
+            decision = "promote"
+        else:  # no check could judge; with on_inconclusive=rollback those checks failed above
+            decision = self.settings.on_inconclusive
         log.info(
-            "canary.verdict namespace=%s name=%s decision=%s reasons=%s",
+            "canary.decision namespace=%s name=%s decision=%s reason=%s",
             namespace,
             name,
-            verdict.decision,
-            verdict.reasons,
+            decision,
+            analysis.reason,
         )
-        decision: str = verdict.decision
-        if decision == "inconclusive":
-            decision = self.settings.on_inconclusive
-            if decision == "hold":
-                st = self.status(name, namespace)
-                return RolloutResult(
-                    "held",
-                    st,
-                    f"canary left at {st.canary_traffic_percent}%: {'; '.join(verdict.reasons)}; "
-                    "decide with `slipway rollout promote` or `slipway rollout rollback`",
-                    verdict,
-                    smoke,
-                )
-        if decision == "rollback":
-            rolled = self.rollback(
-                name, namespace, reason="; ".join(verdict.reasons) or "inconclusive canary"
+        if decision == "hold":
+            st = self.status(name, namespace)
+            return RolloutResult(
+                "held",
+                st,
+                f"canary left at {st.canary_traffic_percent}%: {analysis.reason}; "
+                "decide with `slipway rollout promote` or `slipway rollout rollback`",
+                verdict,
+                smoke,
+                analysis,
             )
-            rolled.verdict, rolled.smoke = verdict, smoke
-            return rolled
-        promoted = self.promote(name, namespace)
-        promoted.verdict, promoted.smoke = verdict, smoke
-        return promoted
+        if decision == "rollback":
+            result = self.rollback(name, namespace, reason=analysis.reason)
+        else:
+            result = self.promote(name, namespace)
+            result.message = f"{analysis.reason}; {result.message}"
+        result.verdict, result.smoke, result.analysis = verdict, smoke, analysis
+        return result
+
+    def _run_checks(
+        self,
+        prometheus: PrometheusClient,
+        name: str,
+        namespace: str,
+        canary_revision: str,
+        stable_revision: str,
+    ) -> tuple[CanaryAnalysis, CanaryVerdict | None]:
+        """Flagger-style analysis: a check every interval until the window is passed or the threshold is hit.
+
+        Returns the tally and the last verdict Prometheus gave. A failed check does not advance the window
+        (as in Flagger), so the analysis ends after at most required_passes + threshold - 1 checks.
+        """
+        s = self.settings
+        analysis = CanaryAnalysis(
+            interval_s=s.analysis_interval_s,
+            # 1e-9: 0.3 / 0.1 is 3.0000000000000004 in floats, and must not ask for a fourth check
+            required_passes=max(1, math.ceil(s.analysis_s / s.analysis_interval_s - 1e-9)),
+            failure_threshold=s.failure_threshold,
+        )
+        log.info(
+            "canary.analysis namespace=%s name=%s canary=%s stable=%s interval_s=%g passes=%d threshold=%d",
+            namespace,
+            name,
+            canary_revision,
+            stable_revision,
+            analysis.interval_s,
+            analysis.required_passes,
+            analysis.failure_threshold,
+        )
+        started = self._clock()
+        last_verdict: CanaryVerdict | None = None
+        reasons: list[str] = []
+        while not analysis.window_done and analysis.failed < analysis.failure_threshold:
+            self._sleep(s.analysis_interval_s)
+            analysis.checks += 1
+            analysis.elapsed_s = self._clock() - started
+            result, reasons, verdict = self._check(prometheus, namespace, canary_revision, stable_revision)
+            last_verdict = verdict or last_verdict
+            if result == "no_data":
+                analysis.no_data += 1
+                if s.on_inconclusive == "rollback":
+                    result = "failed"
+            if result == "passed":
+                analysis.passed += 1
+            elif result == "failed":
+                analysis.failed += 1
+                analysis.failures.append(
+                    f"check {analysis.checks} at {analysis.elapsed_s:g}s: {'; '.join(reasons)}"
+                )
+            log.info(
+                "canary.check namespace=%s name=%s check=%d elapsed_s=%g result=%s passed=%d/%d "
+                "failed=%d/%d reasons=%s",
+                namespace,
+                name,
+                analysis.checks,
+                analysis.elapsed_s,
+                result,
+                analysis.passed,
+                analysis.required_passes,
+                analysis.failed,
+                analysis.failure_threshold,
+                reasons,
+            )
+        analysis.reason = _analysis_reason(analysis, reasons)
+        return analysis, last_verdict
+
+    def _check(
+        self, prometheus: PrometheusClient, namespace: str, canary_revision: str, stable_revision: str
+    ) -> tuple[CheckResult, list[str], CanaryVerdict | None]:
+        """One check: canary vs stable error rate and p99 now. Prometheus failing to answer fails the check
+        (as in Flagger): a long analysis outlives a blip, and a canary nobody can judge is not promoted."""
+        try:
+            verdict = judge_canary(
+                prometheus.revision_metrics(namespace, canary_revision),
+                prometheus.revision_metrics(namespace, stable_revision),
+                self.settings.margins,
+            )
+        except ClusterError as exc:
+            return "failed", [str(exc)], None
+        if verdict.decision == "inconclusive":
+            return "no_data", verdict.reasons, verdict
+        return ("failed" if verdict.decision == "rollback" else "passed"), verdict.reasons, verdict
 
     # --- promote / rollback ---
     def promote(self, name: str, namespace: str, *, wait: bool = True) -> RolloutResult:
@@ -538,8 +665,8 @@ class Rollout:
         self._require_knative(st, "promote")
         if not st.canary_in_progress:
             raise ClusterError(
-                f"no canary in progress on {namespace}/{name} (canaryTrafficPercent={st.canary_traffic_percent}); "
-                "nothing to promote"
+                f"no canary in progress on {namespace}/{name} "
+                f"(canaryTrafficPercent={st.canary_traffic_percent}); nothing to promote"
             )
         canary_revision = st.latest_ready_revision
         patch = {

@@ -6,6 +6,9 @@ its node count, node rank and rendezvous address from the `PET_*` variables both
 writes the model to `<artifact_uri_prefix>/<job name>/model.pt` (plus `result.json`), which is what the
 client returns, so that the next pipeline step can read it.
 
+With `cluster.checkpoints.pvc` set, the compiled GPU step carries the claim in its environment and the job's
+pods mount it at the same path, so that `train.checkpoint_dir` names the same folder in them.
+
 The client creates the job through the real `kubernetes` client (CustomObjectsApi), follows its status
 conditions until it completes, fails (ClusterError with the job's reason and message) or times out.
 """
@@ -16,7 +19,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
@@ -25,6 +30,7 @@ from pydantic.alias_generators import to_camel
 
 from slipway.cluster.kube import api_error, custom_objects_api
 from slipway.cluster.storage import read_bytes
+from slipway.core.cluster_config import CHECKPOINT_MOUNT_PATH_ENV, CHECKPOINT_PVC_ENV, CheckpointsConfig
 from slipway.core.config import DistributedConfig, SlipwayConfig
 from slipway.core.errors import ClusterError
 from slipway.core.images import GPU_IMAGE
@@ -38,6 +44,9 @@ RESULT_FILE = "result.json"
 Role = Literal["teacher", "student"]
 # Terminal condition types per engine: (succeeded, failed).
 TERMINAL = {"trainjob": ("Complete", "Failed"), "pytorchjob": ("Succeeded", "Failed")}
+CHECKPOINT_VOLUME = "checkpoints"
+# The replicated job and container of a TrainJob's trainer in the torch runtimes (podTemplateOverrides target).
+TRAINER_NODE = "node"
 
 
 class K8sModel(BaseModel):
@@ -76,6 +85,20 @@ class ResourceRequirements(K8sModel):
     requests: dict[str, str] | None = None
 
 
+class PersistentVolumeClaimVolumeSource(K8sModel):
+    claim_name: str
+
+
+class Volume(K8sModel):
+    name: str
+    persistent_volume_claim: PersistentVolumeClaimVolumeSource
+
+
+class VolumeMount(K8sModel):
+    name: str
+    mount_path: str
+
+
 # --- Kubeflow Trainer v2: trainer.kubeflow.org/v1alpha1 TrainJob ---
 class RuntimeRef(K8sModel):
     name: str
@@ -93,10 +116,32 @@ class Trainer(K8sModel):
     num_proc_per_node: int | None = Field(None, ge=1)
 
 
+class TargetJob(K8sModel):
+    name: str
+
+
+class ContainerOverride(K8sModel):
+    name: str
+    volume_mounts: list[VolumeMount] | None = None
+
+
+class PodTemplateSpecOverride(K8sModel):
+    volumes: list[Volume] | None = None
+    containers: list[ContainerOverride] | None = None
+
+
+class PodTemplateOverride(K8sModel):
+    """Kubeflow Trainer's way to add to the runtime's pods (volumes here) without another runtime."""
+
+    target_jobs: list[TargetJob]
+    spec: PodTemplateSpecOverride
+
+
 class TrainJobSpec(K8sModel):
     runtime_ref: RuntimeRef
     trainer: Trainer
     active_deadline_seconds: int | None = Field(None, ge=1)
+    pod_template_overrides: list[PodTemplateOverride] | None = None
 
 
 class TrainJob(K8sModel):
@@ -114,10 +159,12 @@ class Container(K8sModel):
     args: list[str] | None = None
     env: list[EnvVar] | None = None
     resources: ResourceRequirements | None = None
+    volume_mounts: list[VolumeMount] | None = None
 
 
 class PodSpec(K8sModel):
     containers: list[Container]
+    volumes: list[Volume] | None = None
 
 
 class PodTemplateSpec(K8sModel):
@@ -166,6 +213,7 @@ class TrainingRequest:
     role: Role
     dataset_uri: str
     teacher_uri: str | None = None
+    checkpoints: CheckpointsConfig | None = None  # the claim the job's pods mount (None: none)
 
     @property
     def distributed(self) -> DistributedConfig:
@@ -245,6 +293,26 @@ def _resources(dcfg: DistributedConfig) -> ResourceRequirements | None:
     return ResourceRequirements(limits=amounts, requests=dict(amounts)) if amounts else None
 
 
+def checkpoints_from_env(environ: Mapping[str, str] | None = None) -> CheckpointsConfig | None:
+    """The checkpoint claim the compiled pipeline gave this GPU step (`cluster.checkpoints`), if any."""
+    env = os.environ if environ is None else environ
+    pvc = env.get(CHECKPOINT_PVC_ENV)
+    if not pvc:
+        return None
+    mount_path = env.get(CHECKPOINT_MOUNT_PATH_ENV) or CheckpointsConfig().mount_path
+    return CheckpointsConfig(pvc=pvc, mount_path=mount_path)
+
+
+def _checkpoint_volume(request: TrainingRequest) -> tuple[list[Volume], list[VolumeMount]] | None:
+    """The claim as a pod volume and its mount, at the path the step's checkpoint_dir lies under."""
+    ckpt = request.checkpoints
+    if ckpt is None or ckpt.pvc is None:
+        return None
+    claim = PersistentVolumeClaimVolumeSource(claim_name=ckpt.pvc)
+    volume = Volume(name=CHECKPOINT_VOLUME, persistent_volume_claim=claim)
+    return [volume], [VolumeMount(name=CHECKPOINT_VOLUME, mount_path=ckpt.mount_path)]
+
+
 def _labels(request: TrainingRequest) -> dict[str, str]:
     return {
         "app.kubernetes.io/part-of": "slipway",
@@ -257,6 +325,13 @@ def build_trainjob(request: TrainingRequest) -> TrainJob:
     """A TrainJob on the configured ClusterTrainingRuntime: numNodes pods, one process per GPU."""
     dcfg = request.distributed
     nproc = max(dcfg.gpus_per_node, 1)
+    overrides = None
+    if (checkpoints := _checkpoint_volume(request)) is not None:
+        volumes, mounts = checkpoints
+        spec = PodTemplateSpecOverride(
+            volumes=volumes, containers=[ContainerOverride(name=TRAINER_NODE, volume_mounts=mounts)]
+        )
+        overrides = [PodTemplateOverride(target_jobs=[TargetJob(name=TRAINER_NODE)], spec=spec)]
     return TrainJob(
         metadata=ObjectMeta(name=request.job_name, namespace=dcfg.namespace, labels=_labels(request)),
         spec=TrainJobSpec(
@@ -271,6 +346,7 @@ def build_trainjob(request: TrainingRequest) -> TrainJob:
                 num_proc_per_node=nproc,
             ),
             active_deadline_seconds=int(dcfg.timeout_s),
+            pod_template_overrides=overrides,
         ),
     )
 
@@ -279,19 +355,21 @@ def build_pytorchjob(request: TrainingRequest) -> PyTorchJob:
     """A PyTorchJob: Master + (num_nodes - 1) Workers, or num_nodes elastic Workers with elasticPolicy."""
     dcfg = request.distributed
     nproc = max(dcfg.gpus_per_node, 1)
+    volumes, mounts = _checkpoint_volume(request) or (None, None)
     container = Container(
         image=GPU_IMAGE,
         command=_torchrun(nproc),
         args=worker_args(request),
         env=_env(dcfg),
         resources=_resources(dcfg),
+        volume_mounts=mounts,
     )
 
     # Elastic jobs restart failed pods (up to maxRestarts); static ones fail fast, with the pod's reason.
     restart: Literal["OnFailure", "Never"] = "OnFailure" if dcfg.elastic_min_nodes is not None else "Never"
 
     def replicas(n: int) -> ReplicaSpec:
-        template = PodTemplateSpec(spec=PodSpec(containers=[container]))
+        template = PodTemplateSpec(spec=PodSpec(containers=[container], volumes=volumes))
         return ReplicaSpec(replicas=n, restart_policy=restart, template=template)
 
     elastic = None
@@ -436,6 +514,8 @@ class TrainingJobClient:
 
     def run(self, request: TrainingRequest) -> ClusterTrainResult:
         """Create the job for `request`, wait for it, and return where it wrote the model."""
+        if request.checkpoints is None:
+            request = dataclasses.replace(request, checkpoints=checkpoints_from_env())
         dcfg = request.distributed
         job = build_job(request)
         self.create(job)

@@ -1,4 +1,4 @@
-"""The `cluster` config section: GPUs, secrets, resources, caching and retries per kind of step.
+"""The `cluster` config section: GPUs, secrets, resources, caching, retries per kind of step, checkpoint storage.
 
 Secrets are named (a Kubernetes secret and its keys), never valued: nothing is read from the environment at
 compile time. `slipway.pipelines.platform` applies these settings to pipeline tasks.
@@ -6,6 +6,7 @@ compile time. `slipway.pipelines.platform` applies these settings to pipeline ta
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Any, Literal
 
@@ -24,6 +25,13 @@ MEMORY_QUANTITY = r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"
 SECRET_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"  # DNS-1123 subdomain
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PVC_NAME = re.compile(SECRET_NAME)  # the same DNS-1123 subdomain grammar
+# Folders a checkpoint volume must not hide: the system's, and those the KFP launcher keeps artifacts in.
+SYSTEM_DIRS = ("/bin", "/dev", "/etc", "/lib", "/proc", "/sys", "/tmp", "/usr")
+KFP_DIRS = ("/gcs", "/kfp-launcher", "/minio", "/s3")
+# How a GPU step tells the TrainJob/PyTorchJob it starts which claim to mount, and where (set at compile time).
+CHECKPOINT_PVC_ENV = "SLIPWAY_CHECKPOINT_PVC"
+CHECKPOINT_MOUNT_PATH_ENV = "SLIPWAY_CHECKPOINT_MOUNT_PATH"
 _MEMORY_UNITS = {
     "": 1,
     "K": 10**3,
@@ -216,6 +224,42 @@ class StepKindsConfig(StrictModel):
         return value
 
 
+class CheckpointsConfig(StrictModel):
+    """Durable checkpoint storage: a retried GPU step runs in a new pod, which resumes only from a folder that
+    outlived the pod before it."""
+
+    pvc: str | None = Field(
+        default=None,
+        description="PersistentVolumeClaim in the runs' namespace that GPU steps mount (None: checkpoints stay in "
+        "the pod and a retry starts over)",
+    )
+    mount_path: str = Field(
+        default="/checkpoints",
+        description="where GPU steps and their TrainJob/PyTorchJob pods mount the claim",
+    )
+
+    @field_validator("pvc")
+    @classmethod
+    def _claim_name(cls, value: str | None) -> str | None:
+        if value is not None and not PVC_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a PersistentVolumeClaim name (DNS-1123: lowercase letters, digits, '-' and "
+                "'.', starting and ending with a letter or digit, at most 253 characters)"
+            )
+        return value
+
+    @field_validator("mount_path")
+    @classmethod
+    def _absolute_folder(cls, value: str) -> str:
+        normal = value.startswith("/") and not value.startswith("//") and posixpath.normpath(value) == value
+        if not normal or ":" in value:
+            raise ValueError(f"{value!r} must be a normalised absolute path without ':' (e.g. /checkpoints)")
+        hidden = [r for r in SYSTEM_DIRS + KFP_DIRS if value == r or value.startswith(r + "/")]
+        if value == "/" or hidden:
+            raise ValueError(f"mounting at {value!r} would hide {hidden or ['/']}; use a folder of its own")
+        return value
+
+
 def _default_mlflow_secret() -> SecretEnvConfig:
     keys = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     return SecretEnvConfig(name="slipway-mlflow", env={k: k for k in keys})
@@ -247,6 +291,7 @@ class ClusterConfig(StrictModel):
         pattern=SECRET_NAME,
         description="Kubernetes service account runs use (None: KFP's default)",
     )
+    checkpoints: CheckpointsConfig = Field(default_factory=lambda: CheckpointsConfig())
 
     @model_validator(mode="after")
     def _no_env_twice(self) -> ClusterConfig:

@@ -307,7 +307,15 @@ class DeployConfig(StrictModel):
     prometheus_url: str | None = Field(None, description="for the canary's error-rate and p99 analysis")
     service_account: str | None = None
     ready_timeout_s: float = Field(600.0, gt=0)
-    analysis_s: float = Field(300.0, ge=0, description="canary traffic time before it is judged")
+    analysis_s: float = Field(
+        300.0, ge=0, description="analysis window: the canary must pass checks this long to be promoted"
+    )
+    analysis_interval_s: float = Field(
+        30.0, gt=0, description="seconds between canary checks (Flagger's analysis.interval)"
+    )
+    failure_threshold: int = Field(
+        2, ge=1, description="failed checks, in total, that roll the canary back (Flagger's threshold)"
+    )
 
 
 class MonitorConfig(DriftRule):

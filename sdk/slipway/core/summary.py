@@ -63,6 +63,7 @@ class RunSummary(BaseModel):
     gate: GateSummary | None = None
     registry: RegistrySummary | None = None
     model_repository: str | None = None
+    drift_reference: str | None = None
     error: str | None = None
     steps: list[StepOutcome] = []
 
@@ -83,6 +84,7 @@ def from_run_tags(tags: dict[str, str]) -> dict[str, Any]:
         if registry
         else None,
         "model_repository": tags.get("slipway.model_repository"),
+        "drift_reference": tags.get("slipway.drift_reference"),
     }
 
 
@@ -128,6 +130,10 @@ def render(summary: RunSummary, console: Console | None = None) -> None:
         )
     if summary.model_repository:
         console.print(f"[bold]Triton model repository[/]: {summary.model_repository}")
+    if summary.drift_reference:
+        console.print(
+            f"[bold]drift reference[/] (inputs and the model's probabilities): {summary.drift_reference}"
+        )
     for step in summary.steps:
         if step.status == "failed":
             console.print(f"[red bold]{step.step} failed[/]: {step.error or 'see its log above'}")

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 REPORT_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z\-]{0,80}$")
 OFFLOAD_PARSE_BYTES = 256 * 1024
 MAX_WINDOW_ROWS = 100_000
+MAX_LISTED_EVENTS = 10_000
 
 
 class MonitorSettings(BaseModel):
@@ -230,8 +231,24 @@ class Monitor:
             self._prune_reports()
             return result
 
+    def recent_events(self, limit: int) -> list[dict[str, Any]]:
+        """What the newest `limit` records say (id, kind, model, ...), newest first, without their tensors."""
+        from itertools import islice
+
+        from slipway.monitoring.store import iter_records_newest_first
+
+        out = []
+        for record in islice(iter_records_newest_first(self.settings.data_dir), limit):
+            try:
+                out.append(ev.record_info(record.payload))
+            except ValueError as exc:  # orjson's decode error; checksummed records should never get here
+                logger.warning(
+                    "events: unreadable record skipped", extra={"key": record.key, "error": str(exc)}
+                )
+        return out
+
     def window_npz(self, size: int) -> bytes:
-        """The newest `size` rows as the NPZ the drift pipeline reads (blocking: call from a worker thread)."""
+        """The newest `size` rows as the NPZ the drift pipeline reads (blocking: run in a worker thread)."""
         from slipway.monitoring.window import collect_window, save_samples
 
         window = collect_window(
@@ -290,6 +307,16 @@ async def _parse(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
+def _query_int(request: Request, name: str, default: int, most: int) -> int:
+    """A query parameter from 1 to `most`; ASCII digits only, so `int()` can never fail on it."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or not 1 <= int(raw) <= most:
+        raise DataError(f"{name}: expected an integer from 1 to {most}, got {raw!r:.40}")
+    return int(raw)
+
+
 def _ack(outcome: AppendOutcome, **extra: Any) -> JSONResponse:
     return JSONResponse({"stored": outcome.stored, "duplicates": outcome.duplicates, **extra})
 
@@ -324,20 +351,28 @@ def create_app(settings: MonitorSettings) -> Starlette:
             {"error": "HTTPException", "message": getattr(exc, "detail", "")}, status_code=status
         )
 
-    def require_json(request: Request) -> None:
-        if ev.media_type(request.headers.get("content-type")) not in ev.JSON_TYPES:
-            raise UnsupportedMediaTypeError("content-type: expected application/json")
+    def require_json(request: Request, binary: bool = False) -> None:
+        allowed = ev.JSON_TYPES + (ev.BINARY_TYPES if binary else ())
+        if ev.media_type(request.headers.get("content-type")) not in allowed:
+            raise UnsupportedMediaTypeError(f"content-type: expected {' or '.join(allowed)}")
 
     async def post_event(request: Request) -> Response:
+        query = ev.model_from_fields(request.query_params, "query")
         body = await read_limited_body(request, limit)
-        event = await _parse(ev.parse_cloudevent, dict(request.headers), body)
+        event = await _parse(ev.parse_cloudevent, dict(request.headers), body, query)
         return _ack(await monitor.ingest([event]), id=event.event_id, kind=event.kind)
 
     async def post_batch(request: Request) -> Response:
-        require_json(request)
+        require_json(request, binary=True)
+        query = ev.model_from_fields(request.query_params, "query")
         body = await read_limited_body(request, limit)
-        items = await _parse(ev.parse_batch, body, uuid.uuid4)
+        header_length = request.headers.get(ev.HEADER_LENGTH)
+        items = await _parse(ev.parse_batch, body, uuid.uuid4, header_length, query)
         return _ack(await monitor.ingest(items), ids=sorted({i.event_id for i in items}))
+
+    async def list_events(request: Request) -> Response:
+        size = _query_int(request, "limit", 100, MAX_LISTED_EVENTS)
+        return JSONResponse({"events": await asyncio.to_thread(monitor.recent_events, size)})
 
     async def post_feedback(request: Request) -> Response:
         require_json(request)
@@ -350,10 +385,8 @@ def create_app(settings: MonitorSettings) -> Starlette:
         return JSONResponse(result.model_dump())
 
     async def window(request: Request) -> Response:
-        raw = request.query_params.get("size", str(settings.window_size))
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_WINDOW_ROWS:
-            raise DataError(f"size: expected an integer from 1 to {MAX_WINDOW_ROWS}, got {raw!r}")
-        content = await asyncio.to_thread(monitor.window_npz, int(raw))
+        size = _query_int(request, "size", settings.window_size, MAX_WINDOW_ROWS)
+        content = await asyncio.to_thread(monitor.window_npz, size)
         return Response(content, media_type="application/octet-stream")
 
     async def reference(_: Request) -> Response:
@@ -400,6 +433,7 @@ def create_app(settings: MonitorSettings) -> Starlette:
             Route("/events", post_event, methods=["POST"]),
             Route("/v1/batches", post_batch, methods=["POST"]),
             Route("/v1/feedback", post_feedback, methods=["POST"]),
+            Route("/v1/events", list_events, methods=["GET"]),
             Route("/v1/drift/run", run_drift, methods=["POST"]),
             Route("/v1/window", window, methods=["GET"]),
             Route("/v1/reference", reference, methods=["GET"]),

@@ -26,13 +26,16 @@ PROB_PREFIX = "prob_"
 
 @dataclass
 class Samples:
-    """Inputs with optional labels (-1 = unknown), model probabilities (NaN row = no response) and ids."""
+    """Inputs with optional labels (-1 = unknown), model probabilities (NaN row = no response), ids, and the
+    model name and version of each row's request ("" = unknown)."""
 
     x: np.ndarray
     y: np.ndarray | None = None
     probs: np.ndarray | None = None
     column_names: list[str] | None = None
     ids: np.ndarray | None = None
+    model_names: np.ndarray | None = None
+    model_versions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -59,6 +62,7 @@ def collect_window(
     if last_n < 1:
         raise DataError("last_n must be >= 1")
     chunks: list[tuple[str, np.ndarray]] = []
+    models: list[tuple[str, str]] = []  # (name, version) of each chunk's request; "" when unknown
     outputs: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     rows = skipped = 0
@@ -88,6 +92,7 @@ def collect_window(
             skipped += len(arr)
             continue
         chunks.append((event_id, arr))
+        models.append((header.get("model_name") or "", header.get("model_version") or ""))
         rows += len(arr)
         if rows >= last_n:
             break
@@ -96,8 +101,12 @@ def collect_window(
     if skipped:
         logger.info("window: rows of another shape skipped", extra={"skipped": skipped})
     chunks.reverse()
+    models.reverse()
     x = np.concatenate([c[1] for c in chunks])[-last_n:]
     ids = np.concatenate([np.full(len(c[1]), c[0], dtype=object) for c in chunks])[-last_n:]
+    counts = [len(arr) for _, arr in chunks]
+    names = np.repeat([m[0] for m in models], counts)[-last_n:]
+    versions = np.repeat([m[1] for m in models], counts)[-last_n:]
     probs = _join_outputs(chunks, outputs)
     y = _join_labels(chunks, labels)
     return Samples(
@@ -105,6 +114,8 @@ def collect_window(
         y=None if y is None else y[-last_n:],
         probs=None if probs is None else probs[-last_n:],
         ids=ids.astype(str),
+        model_names=names.astype(str),
+        model_versions=versions.astype(str),
     )
 
 
@@ -158,6 +169,10 @@ def save_samples(samples: Samples, out_path: str | Path) -> Path:
         arrays["probs"] = samples.probs.astype(np.float32)
     if samples.ids is not None:
         arrays["ids"] = samples.ids.astype(str)
+    if samples.model_names is not None:
+        arrays["model_names"] = samples.model_names.astype(str)
+    if samples.model_versions is not None:
+        arrays["model_versions"] = samples.model_versions.astype(str)
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
     return path
@@ -194,6 +209,8 @@ def load_samples(path: str | Path) -> Samples:
                 y=data.get("y"),
                 probs=data.get("probs"),
                 ids=data.get("ids"),
+                model_names=data.get("model_names"),
+                model_versions=data.get("model_versions"),
             )
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: not a readable NPZ file ({exc})") from exc

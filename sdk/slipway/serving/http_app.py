@@ -60,12 +60,14 @@ def _split_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
     if header_length is None:
         header, binary = view, view[len(view) :]
     else:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
+        text = header_length.strip()
+        # isascii: "²".isdigit() is true but int("²") raises; the length cap keeps int() cheap.
+        if not (text.isascii() and text.isdigit() and len(text) <= 12 and int(text) <= len(body)):
             raise InvalidInputError(
                 f"Inference-Header-Content-Length {header_length!r} must be an integer within the body "
                 f"({len(body)} bytes)"
             )
-        n = int(header_length)
+        n = int(text)
         header, binary = view[:n], view[n:]
     request = _parse_json(header)
     if not isinstance(request, dict):

@@ -44,7 +44,13 @@ def deploy_kserve(cfg: SlipwayConfig, repo_uri: str, model: str) -> dict[str, An
         service_account=d.service_account,
     )
     prometheus = PrometheusClient(d.prometheus_url) if d.prometheus_url else None
-    settings = RolloutSettings(ready_timeout_s=d.ready_timeout_s, analysis_s=d.analysis_s, triton_model=model)
+    settings = RolloutSettings(
+        ready_timeout_s=d.ready_timeout_s,
+        analysis_s=d.analysis_s,
+        analysis_interval_s=d.analysis_interval_s,
+        failure_threshold=d.failure_threshold,
+        triton_model=model,
+    )
     result = Rollout(custom_objects_api(), settings, prometheus=prometheus).deploy(body)
     return {"target": "kserve", "model": model, **result.to_dict()}
 

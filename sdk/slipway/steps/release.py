@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from slipway import registry
 from slipway.core import data as data_lib
 from slipway.core.artifacts import verify_artifact
@@ -64,13 +66,39 @@ def promote_candidate(cfg: SlipwayConfig, run_id: str, version: str) -> registry
     return promoted
 
 
+def drift_reference(student_onnx: Path, reference: Path, output: Path) -> int:
+    """The drift reference with the packaged model's probabilities on it, so that the monitor compares outputs
+    (predicted class, confidence, entropy) as well as inputs. Returns its row count."""
+    from slipway.compression.onnx_export import onnx_predict, ort_session
+
+    with np.load(reference, allow_pickle=False) as ref:
+        x, y = ref["x"], ref["y"]
+    logits = onnx_predict(ort_session(student_onnx), x).astype(np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    with open(output, "wb") as fh:
+        np.savez(fh, x=x, y=y, probs=probs.astype(np.float32))
+    return len(x)
+
+
 def package_for_triton(
-    cfg: SlipwayConfig, run_id: str, version: str, student_onnx: Path, repo_dir: Path
+    cfg: SlipwayConfig,
+    run_id: str,
+    version: str,
+    student_onnx: Path,
+    reference: Path,
+    repo_dir: Path,
+    reference_out: Path,
 ) -> Path:
-    """Write the Triton model repository for the student and log it with the registered version."""
+    """Write the Triton model repository for the student and the drift reference with its probabilities;
+    log both with the registered version."""
     from slipway.serving.triton_repository import write_model
 
     model_dir = write_model(repo_dir, cfg.registry.model_name, student_onnx, cfg.triton)
     registry.log_model_repository(cfg.registry, version, repo_dir)
+    rows = drift_reference(student_onnx, reference, reference_out)
+    registry.log_artifact(cfg.registry, run_id, reference_out, "drift", "reference.npz")
+    registry.set_tags(cfg.registry, run_id, {"slipway.drift_reference": str(reference_out)})
+    log.info("drift reference: %d rows with the packaged model's probabilities", rows)
     registry.set_tags(cfg.registry, run_id, {"slipway.model_repository": str(repo_dir)})
     return model_dir
