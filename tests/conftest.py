@@ -7,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+
+# The fuzz tests draw the same examples on every run, so the suite fails for a bug, never for a draw; explore new
+# examples on purpose with `HYPOTHESIS_PROFILE=explore .venv/bin/python -m pytest -k fuzz`.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False, max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # A config that trains in seconds: enough to exercise every code path, not to reach the demo's accuracy.
 FAST = [

@@ -122,11 +122,19 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
     assert promote.python_func(config=config, run_id=run_id, version=version) == "challenger,champion"
     assert champion(fast_config.registry).version == "1"
 
-    repo = a(dsl.Model, "repo")
+    repo, drift_reference = a(dsl.Model, "repo"), a(dsl.Dataset, "drift-reference")
     package_triton.python_func(
-        config=config, run_id=run_id, version=version, student_onnx=chosen, model_repository=repo
+        config=config,
+        run_id=run_id,
+        version=version,
+        student_onnx=chosen,
+        reference=reference,
+        model_repository=repo,
+        drift_reference=drift_reference,
     )
     assert read_model_config(Path(repo.path) / "slipway-quickstart").max_batch_size == 64
+    with np.load(drift_reference.path) as ref:
+        assert ref["probs"].shape == (len(ref["x"]), 10)  # the packaged model's outputs: output drift is on
     with np.load(reference.path) as ref:
         assert ref["x"].shape[1:] == (1, 8, 8)
 

@@ -288,7 +288,10 @@ def test_list_events_limit_is_checked(client: httpx.Client) -> None:
 @given(
     header_length=st.none()
     | st.integers(-5, 400).map(str)
-    | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8),
+    # h11 refuses to send a header value with outer whitespace: those never reach a server.
+    | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8).filter(
+        lambda s: s == s.strip()
+    ),
     size=st.none() | st.integers(-8, 80) | st.text(max_size=3),
     datatype=st.sampled_from(["FP32", "FP16", "INT64", "BOOL", "UINT8", "BYTES", "x"]),
     shape=st.lists(st.integers(-1, 5), min_size=0, max_size=3),

@@ -46,7 +46,13 @@ def run_all_steps(cfg: SlipwayConfig, out: Path) -> dict:
         out / "decision",
     )
     model_dir = steps.package_for_triton(
-        cfg, start.run_id, version.version, out / "chosen.onnx", out / "repo"
+        cfg,
+        start.run_id,
+        version.version,
+        out / "chosen.onnx",
+        out / "reference",
+        out / "repo",
+        out / "ref.npz",
     )
     return {"info": info, "report": report, "decision": decision, "version": version, "model_dir": model_dir}
 
