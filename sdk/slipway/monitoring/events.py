@@ -24,6 +24,7 @@ import orjson
 
 from slipway.core.errors import EventError, UnsupportedMediaTypeError
 from slipway.serving.datatypes import V2_TO_NUMPY
+from slipway.serving.http_body import HEADER_LENGTH, json_header_size
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
@@ -36,8 +37,6 @@ MAX_NAME_CHARS = 256
 JSON_TYPES = ("application/json",)
 BINARY_TYPES = ("application/octet-stream",)
 STRUCTURED_TYPES = ("application/cloudevents+json",)
-HEADER_LENGTH = "inference-header-content-length"
-HEADER_LENGTH_RE = re.compile(r"[0-9]{1,12}")
 V2_PATH_RE = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/infer)?/?$")
 ISVC_ATTR = "inferenceservicename"  # the CloudEvent extension KServe's logger names the InferenceService with
 
@@ -169,17 +168,6 @@ def loads(body: bytes | str | memoryview, where: str = "body") -> Any:
         raise EventError(f"{where}: not valid JSON ({exc})") from exc
 
 
-def _header_length(value: str, body_size: int) -> int:
-    """The `Inference-Header-Content-Length` value as a byte count inside the body, or a 400 naming it."""
-    text = value.strip()
-    if not HEADER_LENGTH_RE.fullmatch(text) or not 1 <= int(text) <= body_size:
-        raise EventError(
-            "Inference-Header-Content-Length: expected the JSON header's size in bytes, an integer "
-            f"from 1 to the body's {body_size}, got {value!r:.40}"
-        )
-    return int(text)
-
-
 def split_body(body: bytes, header_length: str | None, where: str) -> tuple[Any, memoryview]:
     """The JSON part of a v2 body and the binary tensor data after it (empty for plain JSON).
 
@@ -189,7 +177,7 @@ def split_body(body: bytes, header_length: str | None, where: str) -> tuple[Any,
     """
     view = memoryview(body)
     if header_length is not None:
-        size = _header_length(header_length, len(body))
+        size = json_header_size(header_length, len(body))
         return loads(view[:size], f"{where} (JSON header)"), view[size:]
     try:
         return orjson.loads(body), view[len(view) :]

@@ -36,7 +36,7 @@ from slipway.core.errors import DataError, NotFoundError, SlipwayError, Unsuppor
 from slipway.monitoring import events as ev
 from slipway.monitoring.drift import DriftConfig, DriftResult, FeatureSet
 from slipway.monitoring.store import AppendOutcome, Record, SegmentStore, StoreConfig
-from slipway.serving.http_body import read_limited_body
+from slipway.serving.http_body import HEADER_LENGTH, read_limited_body
 
 logger = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ def create_app(settings: MonitorSettings) -> Starlette:
         require_json(request, binary=True)
         query = ev.model_from_fields(request.query_params, "query")
         body = await read_limited_body(request, limit)
-        header_length = request.headers.get(ev.HEADER_LENGTH)
+        header_length = request.headers.get(HEADER_LENGTH)
         items = await _parse(ev.parse_batch, body, uuid.uuid4, header_length, query)
         return _ack(await monitor.ingest(items), ids=sorted({i.event_id for i in items}))
 

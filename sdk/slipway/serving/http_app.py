@@ -22,13 +22,12 @@ from starlette.routing import Route
 
 from slipway.core.errors import InvalidInputError, SlipwayError
 from slipway.serving.datatypes import NUMPY_TO_V2
-from slipway.serving.http_body import read_limited_body
+from slipway.serving.http_body import HEADER_LENGTH, json_header_size, read_limited_body
 from slipway.serving.loader import LoadedModel
 from slipway.serving.service import InferenceCore
 from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
 log = logging.getLogger(__name__)
-HEADER_LENGTH = "inference-header-content-length"
 JSON_TYPE = "application/json"
 
 
@@ -60,14 +59,7 @@ def _split_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
     if header_length is None:
         header, binary = view, view[len(view) :]
     else:
-        text = header_length.strip()
-        # isascii: "²".isdigit() is true but int("²") raises; the length cap keeps int() cheap.
-        if not (text.isascii() and text.isdigit() and len(text) <= 12 and int(text) <= len(body)):
-            raise InvalidInputError(
-                f"Inference-Header-Content-Length {header_length!r} must be an integer within the body "
-                f"({len(body)} bytes)"
-            )
-        n = int(text)
+        n = json_header_size(header_length, len(body))
         header, binary = view[:n], view[n:]
     request = _parse_json(header)
     if not isinstance(request, dict):

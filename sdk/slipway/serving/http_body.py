@@ -1,10 +1,13 @@
-"""Read an HTTP request body under a size limit: the one reader both Starlette servers (serve, monitor) use."""
+"""Read an HTTP request body under a size limit, and find the JSON header of a body with binary tensors: what
+both Starlette servers (serve, monitor) share."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
-from slipway.core.errors import PayloadTooLargeError
+from slipway.core.errors import InvalidInputError, PayloadTooLargeError
+
+HEADER_LENGTH = "inference-header-content-length"  # Triton's binary tensor data extension
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:
@@ -26,3 +29,16 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes (--max-body-bytes)")
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def json_header_size(value: str, body_size: int) -> int:
+    """The `Inference-Header-Content-Length` value: the size of the body's JSON header in bytes, refused
+    with 400 unless it is plain ASCII digits within the body ("²".isdigit() is true, yet int() refuses it; the
+    length cap keeps int() cheap on a hostile header)."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and int(text) <= body_size):
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length {value!r:.40} must be the JSON header's size in bytes, an "
+            f"integer within the body ({body_size} bytes)"
+        )
+    return int(text)
