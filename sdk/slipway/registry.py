@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,24 +105,34 @@ def start_run(
         experiment_id = client.create_experiment(cfg.experiment, artifact_location=artifact_location or None)
     else:
         experiment_id = experiment.experiment_id
+    from mlflow.entities import Param
+
     run = client.create_run(
         experiment_id, tags={RUN_KEY_TAG: run_key, "mlflow.runName": f"slipway-{run_key[:8]}"}
     )
-    for key, value in params.items():
-        client.log_param(run.info.run_id, key, value)
+    client.log_batch(run.info.run_id, params=[Param(key, str(value)) for key, value in params.items()])
     return str(run.info.run_id)
 
 
+# log_metrics and set_tags send one batch per call (the client splits it at MLflow's limits): a round trip per
+# key added up to hundreds per run once the record step logs whole training histories.
+
+
 def log_metrics(cfg: RegistryConfig, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
-    client = mlflow_client(cfg)
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value), step=step)
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
+    mlflow_client(cfg).log_batch(run_id, metrics=batch)
 
 
 def set_tags(cfg: RegistryConfig, run_id: str, tags: dict[str, Any]) -> None:
-    client = mlflow_client(cfg)
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value if isinstance(value, str) else json.dumps(value))
+    from mlflow.entities import RunTag
+
+    batch = [
+        RunTag(key, value if isinstance(value, str) else json.dumps(value)) for key, value in tags.items()
+    ]
+    mlflow_client(cfg).log_batch(run_id, tags=batch)
 
 
 def log_artifact(
@@ -288,8 +299,9 @@ def download_model(cfg: RegistryConfig, version: str, dst_dir: str | Path) -> Pa
 def log_checkpoint(cfg: RegistryConfig, run_id: str, version: str | None, checkpoint_path: str | Path) -> str:
     """Log the PyTorch parent as `checkpoint/model.pt` in the run and record its sha256; returns the digest.
 
-    The digest goes on the run (select_format logs the parent before any version exists, and register_onnx
-    copies the run's digest onto the version) and, when `version` is given, on that version directly.
+    The digest goes on the run (register_onnx copies a run's digest onto the version it registers, for a
+    checkpoint logged first) and, when `version` is given, on that version directly (what register_candidate
+    does, after registering).
     """
     path = Path(checkpoint_path)
     if not path.is_file():

@@ -16,7 +16,7 @@ from typing import Any
 from slipway import registry
 from slipway.compression.selection import Selection
 from slipway.core.config import SlipwayConfig
-from slipway.steps.common import SUMMARY_FIELDS, EvaluationReport, summary_view
+from slipway.steps.common import EvaluationReport, summary_view
 
 log = logging.getLogger(__name__)
 ARTIFACT_TAG = "slipway.artifact."
@@ -138,14 +138,10 @@ def record_run(
         ("teacher_eager", evaluation.teacher_eager),
         ("student", evaluation.student),
     ):
-        metrics |= {f"{role}.{f}": float(getattr(e, f)) for f in SUMMARY_FIELDS if f != "format"}
+        metrics |= _numbers(role, summary_view(e))
     for c in chosen.candidates:
         if c.evaluation is not None:
-            metrics |= {
-                f"candidate.{c.format}.{f}": float(getattr(c.evaluation, f))
-                for f in SUMMARY_FIELDS
-                if f != "format"
-            }
+            metrics |= _numbers(f"candidate.{c.format}", summary_view(c.evaluation))
     registry.log_metrics(reg, run_id, metrics)
     registry.set_tags(
         reg,
