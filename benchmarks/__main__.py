@@ -1,4 +1,4 @@
-"""`python -m benchmarks --output docs`: the compression bench, then the serving and monitoring benches."""
+"""`python -m benchmarks --output docs`: the compression bench, then the serving, monitoring and loop benches."""
 
 from benchmarks.compression import main
 

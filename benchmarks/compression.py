@@ -6,7 +6,7 @@ student INT8 ORT and the optimizer's choice, all on the same test data with the 
 are against the FP32 teacher. Also "what distillation buys" (student with and without a teacher, 3 seeds)
 and, with `--device cuda`, eager FP32 / FP16 channels_last / torch.compile FP16 / TensorRT for a
 ResNet-50-sized model at batch 256. Writes docs/benchmarks/optimize.{json,png} and a section of
-docs/benchmarks.md between its own markers, then runs the serving and monitoring benches.
+docs/benchmarks.md between its own markers, then runs the serving, monitoring and loop benches.
 """
 
 from __future__ import annotations
@@ -544,8 +544,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def run_other_benches(output: Path) -> None:
-    """The serving and monitoring benches, each in its own process (they start servers of their own)."""
-    for module in ("benchmarks.serving", "benchmarks.monitoring"):
+    """The serving, monitoring and loop benches, each in its own process (they start servers of their own)."""
+    for module in ("benchmarks.serving", "benchmarks.monitoring", "benchmarks.loop"):
         code = subprocess.call([sys.executable, "-m", module, "--output", str(output)])
         if code:
             click.echo(f"warning: {module} exited with {code}", err=True)
@@ -610,7 +610,9 @@ def _version(module: str) -> str:
 @click.option("--threads", type=int, default=os.cpu_count() or 1, show_default=True)
 @click.option("--seeds", type=int, default=3, show_default=True, help="distillation study seeds (0: skip it)")
 @click.option("--quick", is_flag=True, help="a few epochs only: checks the bench runs, numbers mean nothing")
-@click.option("--no-others", is_flag=True, help="do not run the serving and monitoring benches afterwards")
+@click.option(
+    "--no-others", is_flag=True, help="do not run the serving, monitoring and loop benches afterwards"
+)
 @click.option("--gpu-only", is_flag=True, help="measure the GPU part alone and merge it into optimize.json")
 def bench_command(output: Path, datasets: tuple[str, ...], device: str, threads: int, seeds: int, quick: bool,
                   no_others: bool, gpu_only: bool) -> None:  # fmt: skip

@@ -39,8 +39,17 @@ def detect_drift(
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def retrain(config: dict) -> str:
-    """Submit the retraining pipeline if the config asks for it (off by default)."""
+def retrain(config: dict, window: Input[Dataset], dataset: Output[Dataset], outcome: Output[Artifact]) -> str:
+    """Run the training pipeline again on its data plus the window's labelled rows (`monitor.retrain`).
+
+    Returns the outcome's status (off, too_few_labels, submitted, or the local run's succeeded/rejected);
+    `dataset` is the retraining data, `outcome` says what was launched."""
+    import json
+    from pathlib import Path
+
     from slipway import steps
 
-    return steps.retrain(steps.begin(config))
+    result = steps.retrain(steps.begin(config), Path(window.path), Path(dataset.path), dataset.uri)
+    Path(outcome.path).write_text(json.dumps(result, indent=2))
+    outcome.metadata.update(result)
+    return str(result["status"])

@@ -41,7 +41,8 @@ def compress_select_register(
     prune_name: str,
     register_name: str,
 ) -> CompressionStage:
-    """`model` is pruned with `teacher` distilling into it; the teacher is also the gate's reference.
+    """`model` is pruned with `teacher` distilling into it; the teacher is also the gate's reference, and the gate
+    runs the chosen model and the registry's champion side by side on `dataset`.
 
     `config` (the resolved config) goes to the uncached steps, `slices` (start's outputs) to the cached ones.
     """
@@ -84,7 +85,13 @@ def compress_select_register(
         confusion_matrix=selection.outputs["confusion_matrix"],
     ).set_display_name("record")
     configure_task(recorded, "side_effects", cluster)
-    decision = gate(config=config, run_id=run_id, report=selection.outputs["report"]).set_display_name("gate")
+    decision = gate(
+        config=config,
+        run_id=run_id,
+        report=selection.outputs["report"],
+        dataset=dataset,
+        chosen_model=selection.outputs["chosen_model"],
+    ).set_display_name("gate")
     decision.after(recorded)
     configure_task(decision, "side_effects", cluster)
     registered = register(

@@ -15,6 +15,6 @@ def drift(config: dict, run_key: str = "") -> bool:
     check = detect_drift(config=config, window=window.outputs["window"]).set_display_name("detect-drift")
     configure_task(check, "cpu", cluster)
     with dsl.If(check.outputs["Output"] == True, name="drift-detected"):  # noqa: E712  (KFP condition syntax)
-        submit = retrain(config=config).set_display_name("retrain")
+        submit = retrain(config=config, window=window.outputs["window"]).set_display_name("retrain")
         configure_task(submit, "side_effects", cluster)
     return check.outputs["Output"]

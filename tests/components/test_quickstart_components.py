@@ -107,7 +107,9 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
     assert [m.step for m in history] == [1, 2]
 
     decision = a(dsl.Artifact, "decision")
-    passed = gate.python_func(config=config, run_id=run_id, report=report, decision=decision)
+    passed = gate.python_func(
+        config=config, run_id=run_id, report=report, dataset=dataset, chosen_model=chosen, decision=decision
+    )
     assert passed == decision.metadata["passed"] and decision.metadata["reasons"]
     version = register.python_func(
         config=config,

@@ -7,50 +7,19 @@ checks what the user sees: the exit status, summary.json, the MLflow registry, t
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from benchmarks.loop import TIMEOUT_S, readme_block, signal_data, user_env
+
+__all__ = ["readme_block", "signal_data", "user_env"]  # journeys import them from here
+
 SLIPWAY = Path(sys.executable).with_name("slipway")
-RUN_TIMEOUT_S = 1200  # one pipeline run on 2 busy cores takes a few minutes; a hang must not stall CI
-
-
-def readme_block(first_line: str) -> str:
-    """The README's fenced code block that starts with `first_line` (the example, verbatim)."""
-    for block in re.findall(r"```\w*\n(.*?)```", README.read_text(), flags=re.S):
-        if block.startswith(first_line):
-            return block
-    raise AssertionError(f"README.md has no code block starting with {first_line!r}")
-
-
-def signal_data(
-    path: Path, *, n: int, n_test: int, length: int, classes: int, noise: float, label_noise: float = 0.0
-) -> None:
-    """(N, 1, L) signals: class k is a bump at a position of its own, under Gaussian noise; some labels
-    flipped at random. Test rows are drawn the same way and stored as x_test/y_test."""
-    rng = np.random.default_rng(7)
-    centres = np.linspace(length * 0.15, length * 0.85, classes)
-
-    def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
-        y = rng.integers(0, classes, count)
-        t = np.arange(length)
-        bumps = np.exp(-0.5 * ((t[None, :] - centres[y][:, None]) / 2.0) ** 2)
-        x = (bumps + rng.normal(0, noise, (count, length)))[:, None, :].astype(np.float32)
-        flip = rng.random(count) < label_noise
-        y = np.where(flip, rng.integers(0, classes, count), y)
-        return x, y.astype(np.int64)
-
-    x, y = draw(n)
-    x_test, y_test = draw(n_test)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x=x, y=y, x_test=x_test, y_test=y_test)
+RUN_TIMEOUT_S = TIMEOUT_S
 
 
 def make_project(root: Path) -> Path:
@@ -60,12 +29,6 @@ def make_project(root: Path) -> Path:
     (root / "my-config.yaml").write_text(readme_block("# my-config.yaml"))
     (root / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     return root
-
-
-def user_env() -> dict[str, str]:
-    """The user's shell: no MLflow server configured (a local SQLite store is made per output folder)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLIPWAY_"))}
-    return {**env, "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "160"}
 
 
 def shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -55,12 +55,51 @@ def test_window_export_and_drift_check(tmp_path: Path, digits_splits, shift: flo
     assert summary.metadata["drift_detected"] is expected
 
 
-def test_retrain_is_off_by_default_and_needs_a_host() -> None:
-    cfg = load_config("drift")
-    assert retrain.python_func(config=cfg.model_dump(mode="json", exclude_none=True)) == "off"
-    on = load_config("drift", ["monitor.retrain=true"]).model_dump(mode="json", exclude_none=True)
-    with pytest.raises(ConfigError, match=r"monitor\.kfp_host is not set"):
-        retrain.python_func(config=on)
+def _retrain(tmp_path: Path, overrides: list[str]) -> tuple[str, dsl.Dataset, dsl.Artifact]:
+    config = load_config("drift", overrides).model_dump(mode="json", exclude_none=True)
+    window = tmp_path / "window"
+    if not window.exists():
+        with window.open("wb") as fh:
+            np.savez(fh, x=np.zeros((3, 1, 8, 8), np.float32), y=np.array([1, -1, 2]))
+    dataset = dsl.Dataset(name="dataset", uri=str(tmp_path / "dataset"), metadata={})
+    outcome = dsl.Artifact(name="outcome", uri=str(tmp_path / "outcome"), metadata={})
+    status = retrain.python_func(
+        config=config,
+        window=dsl.Dataset(name="window", uri=str(window), metadata={}),
+        dataset=dataset,
+        outcome=outcome,
+    )
+    return status, dataset, outcome
+
+
+def test_retrain_is_off_by_default_and_needs_a_package(tmp_path: Path) -> None:
+    status, _, outcome = _retrain(tmp_path, [])
+    assert status == "off" and outcome.metadata == {"status": "off"}
+    with pytest.raises(
+        ConfigError, match=r"monitor\.retrain_package: not set; compile the training pipeline"
+    ):
+        _retrain(tmp_path, ["monitor.retrain=true"])
+
+
+def test_retrain_waits_for_enough_labels(tmp_path: Path) -> None:
+    """Two labelled rows in the window, min_labels 3: nothing is built or launched, and the outcome says why."""
+    from slipway.cli.compile import compile_pipeline, resolve_pipeline
+
+    package = compile_pipeline(*resolve_pipeline("quickstart", None, []), tmp_path / "retrain.yaml")
+    on = ["monitor.retrain=true", f"monitor.retrain_package={package}", "monitor.retrain_target=local"]
+    status, dataset, outcome = _retrain(tmp_path, [*on, "monitor.min_labels=3"])
+    assert status == "too_few_labels" and outcome.metadata["min_labels"] == 3
+    assert Path(dataset.path).read_bytes() == b""
+
+
+def test_retrain_package_must_be_a_compiled_slipway_pipeline(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.yaml"
+    bogus.write_text("pipelineInfo: {name: other}\n")
+    on = ["monitor.retrain=true", f"monitor.retrain_package={bogus}"]
+    with pytest.raises(ConfigError, match=r"monitor\.kfp_host: not set; where should the retrain run go"):
+        _retrain(tmp_path, on)
+    with pytest.raises(ConfigError, match=r"monitor\.retrain_package: .* not a pipeline compiled by"):
+        _retrain(tmp_path, [*on, "monitor.retrain_target=local"])
 
 
 def test_pipeline_reads_window_and_reference_from_a_running_monitor(

@@ -225,3 +225,57 @@ def test_cli_host_down_exits_with_a_message() -> None:
     result = CliRunner().invoke(_cli(), ["runs", "list", "--host", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 1
     assert "cannot reach Kubeflow Pipelines" in result.output
+
+
+def test_retrain_submits_the_training_package_on_the_new_data(api: RunningDouble, tmp_path: Any) -> None:
+    """The drift pipeline's retrain step, cluster target: the compiled training pipeline goes to KFP with its
+    own config (plus retrain_overrides), a fresh run key, and the retraining dataset's URI as data_source;
+    the dataset holds the training rows, the labelled window rows, the original test split and the held-out
+    recent split."""
+    import numpy as np
+    from kfp import dsl
+
+    from slipway.cli.compile import compile_pipeline, resolve_pipeline
+    from slipway.components.drift import retrain
+    from slipway.core.config import load_config
+    from slipway.core.data import load_dataset
+
+    training = load_config("quickstart", ["train.epochs=7"])
+    package = compile_pipeline(*resolve_pipeline("quickstart", training, []), tmp_path / "retrain.yaml")
+    original = load_dataset(training.data, training.seed)
+    window = tmp_path / "window"
+    labels = np.where(np.arange(200) % 4 == 0, -1, original.y_test[:200])  # a quarter without feedback
+    with window.open("wb") as fh:
+        np.savez(fh, x=original.x_test[:200], y=labels)
+    drift = load_config(
+        "drift",
+        [
+            "monitor.retrain=true",
+            f"monitor.retrain_package={package}",
+            f"monitor.kfp_host={api.url}",
+            "monitor.min_labels=100",
+            "monitor.retrain_overrides=[distill.epochs=3]",
+        ],
+    )
+    dataset = dsl.Dataset(name="dataset", uri=str(tmp_path / "dataset"), metadata={})
+    outcome = dsl.Artifact(name="outcome", uri=str(tmp_path / "outcome"), metadata={})
+    status = retrain.python_func(
+        config=drift.model_dump(mode="json", exclude_none=True),
+        window=dsl.Dataset(name="window", uri=str(window), metadata={}),
+        dataset=dataset,
+        outcome=outcome,
+    )
+
+    assert status == "submitted" and outcome.metadata["run"] in api.double.runs
+    assert outcome.metadata["labelled_rows"] == 150
+    [body] = api.double.bodies("POST", "/runs")
+    parameters = body["runtime_config"]["parameters"]
+    assert parameters["data_source"] == dataset.uri and len(parameters["run_key"]) == 32
+    assert parameters["teacher_epochs"] == 7 and parameters["student_epochs"] == 3
+    assert parameters["config"]["train"]["epochs"] == 7 and parameters["config"]["distill"]["epochs"] == 3
+    with np.load(dataset.path) as data:
+        kept, recent = outcome.metadata["train_rows_added"], outcome.metadata["recent_rows"]
+        assert (kept, recent) == (105, 45)  # monitor.recent_test_fraction 0.3 of 150
+        assert len(data["y"]) == len(original.y_train) + len(original.y_val) + kept
+        np.testing.assert_array_equal(data["x_test"], original.x_test)
+        assert data["x_recent"].shape == (recent, 1, 8, 8) and (data["y_recent"] >= 0).all()

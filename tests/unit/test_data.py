@@ -96,3 +96,94 @@ def test_max_train_samples_subsamples(digits_splits) -> None:
     s = load_dataset(DataConfig(max_train_samples=100), seed=0)
     assert len(s.y_train) == 100
     np.testing.assert_array_equal(s.y_test, digits_splits.y_test)
+
+
+def _with_recent(tmp_path: Path, **extra: np.ndarray) -> Path:
+    """Tabular data with its own test split, plus whatever recent arrays the test gives."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "retrain.npz"
+    arrays = {"x": rng.normal(size=(90, 4)), "y": np.arange(90) % 3}
+    arrays |= {"x_test": rng.normal(size=(30, 4)), "y_test": np.arange(30) % 3, **extra}
+    np.savez(path, **arrays)
+    return path
+
+
+def test_recent_split_is_kept_apart_and_round_trips(tmp_path: Path) -> None:
+    x_recent = np.random.default_rng(1).normal(size=(12, 4))
+    path = _with_recent(tmp_path, x_recent=x_recent, y_recent=np.arange(12) % 3)
+    s = load_dataset(DataConfig(source=str(path)), seed=0)
+    assert s.has_recent and s.x_recent is not None and s.y_recent is not None
+    np.testing.assert_array_equal(s.x_recent, x_recent.astype(np.float32))
+    assert s.x_recent.dtype == np.float32 and s.y_recent.dtype == np.int64
+    assert len(s.y_train) + len(s.y_val) == 90 and len(s.y_test) == 30  # never trained or validated on
+    assert s.split("recent")[0] is s.x_recent
+
+    save_splits(s, tmp_path / "splits")
+    back = load_splits(tmp_path / "splits")
+    assert back.has_recent and back.fingerprint == s.fingerprint
+    np.testing.assert_array_equal(back.y_recent, s.y_recent)
+    (tmp_path / "plain").mkdir()
+    without = load_dataset(DataConfig(source=str(_with_recent(tmp_path / "plain"))), seed=0)
+    assert not without.has_recent and without.y_recent is None and without.name == s.name
+    np.testing.assert_array_equal(without.x_train, s.x_train)  # the recent rows change no other split
+    assert without.fingerprint != s.fingerprint  # but they are part of what names the dataset
+
+
+def test_fingerprint_without_recent_is_unchanged(tmp_path: Path, digits_splits) -> None:
+    # The fingerprint of data without a recent split, as computed before recent splits existed.
+    import hashlib
+
+    digest = hashlib.sha256(digits_splits.name.encode())
+    for which in ("train", "val", "test"):
+        for arr in digits_splits.split(which):
+            digest.update(f"{arr.dtype}{arr.shape}".encode())
+            digest.update(np.ascontiguousarray(arr).tobytes())
+    assert not digits_splits.has_recent and digits_splits.x_recent is None
+    assert digits_splits.fingerprint == digest.hexdigest()
+    save_splits(digits_splits, tmp_path / "d.npz")
+    with np.load(tmp_path / "d.npz") as npz:
+        assert "x_recent" not in npz.files
+    assert not load_splits(tmp_path / "d.npz").has_recent
+    with pytest.raises(DataError, match="no split 'recent'"):
+        digits_splits.split("recent")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"x_recent": np.zeros((4, 4))}, "give both x_recent and y_recent"),
+        ({"y_recent": np.zeros(4, int)}, "give both x_recent and y_recent"),
+        (
+            {"x_recent": np.zeros((4, 5)), "y_recent": np.zeros(4, int)},
+            r"x_recent sample shape \(5,\) differs",
+        ),
+        (
+            {"x_recent": np.zeros((4, 4)), "y_recent": np.zeros(3, int)},
+            r"\[x_recent, y_recent\]: y must have",
+        ),
+        (
+            {"x_recent": np.full((4, 4), np.inf), "y_recent": np.zeros(4, int)},
+            r"x_recent, y_recent\]: x contains",
+        ),
+        ({"x_recent": np.zeros((4, 4)), "y_recent": np.full(4, 7)}, "y_recent has class id 7"),
+    ],
+)
+def test_bad_recent_split_is_explained(tmp_path: Path, extra: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_dataset(DataConfig(source=str(_with_recent(tmp_path, **extra))), seed=0)
+
+
+def test_uri_source_is_downloaded_then_read(tmp_path: Path) -> None:
+    from slipway.cluster.storage import download
+
+    path = _with_recent(tmp_path, x_recent=np.zeros((6, 4)), y_recent=np.arange(6) % 3)
+    uri = path.as_uri()
+    assert uri.startswith("file://")
+    from_uri = load_dataset(DataConfig(source=uri), seed=0, download=download)
+    from_path = load_dataset(DataConfig(source=str(path)), seed=0)
+    assert from_uri.name == "retrain"  # the URI's file stem
+    assert from_uri.fingerprint == from_path.fingerprint and from_uri.has_recent
+    with pytest.raises(DataError, match="no `download` function"):
+        load_dataset(DataConfig(source=uri), seed=0)
+    with pytest.raises(DataError, match="cannot read file://"):
+        load_dataset(DataConfig(source=(tmp_path / "nope.npz").as_uri()), seed=0, download=download)

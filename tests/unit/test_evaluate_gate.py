@@ -8,7 +8,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from slipway.core.config import EvaluateConfig, GateConfig
 from slipway.evaluation.evaluate import ModelEvaluation, measure_speed, plot_confusion_matrix, quality
-from slipway.evaluation.gate import Champion, decide
+from slipway.evaluation.gate import Champion, SameDataAccuracy, decide
 
 
 def test_quality_matches_sklearn() -> None:
@@ -93,3 +93,90 @@ def test_gate_notes_a_champion_from_other_data() -> None:
         _eval("student", 0.97), _eval("teacher", 0.98), GateConfig(), champion, dataset_fingerprint="b"
     )
     assert any("different dataset fingerprint" in r for r in d.reasons)
+
+
+def _measured(
+    candidate: dict[str, float], champion: dict[str, float], why: str | None = None
+) -> SameDataAccuracy:
+    return SameDataAccuracy(
+        samples={s: 100 for s in candidate}, candidate=candidate, champion=champion, champion_unusable=why
+    )
+
+
+@pytest.mark.parametrize(
+    ("candidate", "failed"),
+    [
+        ({"test": 0.95, "recent": 0.90}, set()),
+        ({"test": 0.945, "recent": 0.895}, set()),  # within the margin on both
+        ({"test": 0.93, "recent": 0.90}, {"champion"}),
+        ({"test": 0.95, "recent": 0.85}, {"champion_recent"}),
+        ({"test": 0.90, "recent": 0.80}, {"champion", "champion_recent"}),
+    ],
+)
+def test_gate_compares_with_the_champion_on_the_same_rows(
+    candidate: dict[str, float], failed: set[str]
+) -> None:
+    champion = Champion(version="4", accuracy=0.99)  # the recorded number plays no part once re-measured
+    measured = _measured(candidate, {"test": 0.95, "recent": 0.90})
+    d = decide(
+        _eval("student", 0.96),
+        _eval("teacher", 0.97),
+        GateConfig(champion_margin=0.01),
+        champion,
+        None,
+        measured,
+    )
+    assert {c.name for c in d.checks if not c.passed} == failed and d.passed == (not failed)
+    by_name = {c.name: c for c in d.checks}
+    assert by_name["champion"].value == candidate["test"] and by_name["champion"].threshold == pytest.approx(
+        0.94
+    )
+    assert by_name["champion_recent"].threshold == pytest.approx(0.89)
+    recent = by_name["champion_recent"].message
+    assert (
+        f"{candidate['recent']:.4f}" in recent and "champion v4 0.9000" in recent and "recent split" in recent
+    )
+    assert (d.candidate_accuracy, d.champion_accuracy) == (candidate, {"test": 0.95, "recent": 0.90})
+
+
+def test_gate_without_a_recent_split_checks_the_test_split_only() -> None:
+    measured = _measured({"test": 0.8}, {"test": 0.9})
+    d = decide(
+        _eval("student", 0.96),
+        _eval("teacher", 0.97),
+        GateConfig(),
+        Champion(version="1", accuracy=0.5),
+        None,
+        measured,
+    )
+    assert [c.name for c in d.checks if c.name.startswith("champion")] == ["champion"]
+    assert not d.passed and any("champion v1 0.9000 on the same rows" in r for r in d.reasons)
+
+
+def test_gate_falls_back_to_the_recorded_accuracy_and_says_why() -> None:
+    why = "the champion's model takes samples of shape [5], this data has [4]"
+    measured = _measured({"test": 0.97, "recent": 0.97}, {}, why)
+    d = decide(
+        _eval("student", 0.96),
+        _eval("teacher", 0.97),
+        GateConfig(),
+        Champion(version="2", accuracy=0.99),
+        None,
+        measured,
+    )
+    assert not d.passed and [c.name for c in d.checks if not c.passed] == ["champion"]
+    (reason,) = [r for r in d.reasons if "champion v2" in r]
+    assert "0.9600 vs champion v2 0.9900" in reason and why in reason and "recorded" in reason
+    assert d.champion_accuracy == {} and d.candidate_accuracy == {"test": 0.97, "recent": 0.97}
+
+
+def test_gate_records_the_candidate_numbers_without_a_champion() -> None:
+    d = decide(
+        _eval("student", 0.96),
+        _eval("teacher", 0.97),
+        GateConfig(),
+        None,
+        None,
+        _measured({"test": 0.96, "recent": 0.7}, {}),
+    )
+    assert d.passed and d.candidate_accuracy["recent"] == 0.7 and d.champion_accuracy == {}

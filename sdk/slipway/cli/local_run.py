@@ -31,10 +31,11 @@ HIDDEN_OUTPUTS = {
 def localize(cfg: SlipwayConfig, output: Path) -> SlipwayConfig:
     """Fill in local defaults: SQLite MLflow store and a resumable checkpoint folder under the output dir, and
     a relative `data.source` made absolute (the steps run as subprocesses in their own folders)."""
-    from slipway.core.data import BUILTIN
+    from slipway.core.data import BUILTIN, is_uri
 
     update = cfg.model_copy(deep=True)
-    if update.data.source not in BUILTIN and not Path(update.data.source).is_absolute():
+    source = update.data.source
+    if source not in BUILTIN and not is_uri(source) and not Path(source).is_absolute():
         update.data.source = str(Path(update.data.source).resolve())
     if update.registry.tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         uri, artifacts = registry.local_store(output)
@@ -140,6 +141,7 @@ def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> R
     steps = step_outcomes(pipeline, new_dirs[-1] if new_dirs else None, error, errors_file)
     errors_file.unlink(missing_ok=True)
 
+    tasks = set(_tasks(pipeline).values())
     fields: dict = {}
     run_id = None
     try:
@@ -147,7 +149,8 @@ def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> R
         run_id = run.info.run_id
         fields = from_run_tags(run.data.tags)
     except Exception as err:  # the run may have failed before the MLflow run existed
-        error = error or f"no MLflow record of the run: {err}"
+        if "start" in tasks:  # the drift pipeline opens no MLflow run
+            error = error or f"no MLflow record of the run: {err}"
     if fields.get("model_repository"):
         target = output / "model_repository"
         shutil.rmtree(target, ignore_errors=True)
@@ -159,7 +162,7 @@ def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> R
         fields["drift_reference"] = str(target)
     gate = fields.get("gate")
     summary = RunSummary(
-        status=status_of(gate["passed"] if gate else None, error is not None),
+        status=status_of(gate["passed"] if gate else None, error is not None, gated="gate" in tasks),
         pipeline=entry.name,
         duration_s=round(duration, 1),
         run_key=run_key,

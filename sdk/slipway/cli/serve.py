@@ -29,6 +29,27 @@ from slipway.core.logs import setup_logging
     "--timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.001), help="per request"
 )
 @click.option("--max-body-bytes", default=64 << 20, show_default=True, type=click.IntRange(1024))
+@click.option(
+    "--model-control-mode",
+    type=click.Choice(["none", "explicit"]),
+    default="none",
+    show_default=True,
+    help="Triton's: none loads every model and refuses load/unload; explicit loads only --load-model "
+    "and serves POST /v2/repository/models/NAME/load|unload",
+)
+@click.option(
+    "--load-model",
+    "load_models",
+    multiple=True,
+    metavar="NAME",
+    help="explicit mode: a model to load at startup (repeatable; '*' alone loads all)",
+)
+@click.option(
+    "--logger-url",
+    default=None,
+    help="KServe's payload logger: post every request and response as CloudEvents here (the drift "
+    "monitor's /events); best effort, never delays an answer",
+)
 def serve(
     repo: str,
     host: str,
@@ -38,15 +59,22 @@ def serve(
     max_queue: int,
     timeout_s: float,
     max_body_bytes: int,
+    model_control_mode: str,
+    load_models: tuple[str, ...],
+    logger_url: str | None,
 ) -> None:
     """Serve a Triton model repository (ONNX models) over the v2 protocol, HTTP and gRPC, until Ctrl-C."""
     from slipway.serving.server import run_server
     from slipway.serving.service import ServerOptions
 
     setup_logging()
-    options = ServerOptions(max_queue=max_queue, timeout_s=timeout_s, max_body_bytes=max_body_bytes)
+    if logger_url is not None and not logger_url.startswith(("http://", "https://")):
+        fail(SlipwayError(f"--logger-url: expected an http(s) URL, got {logger_url!r}"))
+    options = ServerOptions(
+        max_queue=max_queue, timeout_s=timeout_s, max_body_bytes=max_body_bytes, logger_url=logger_url
+    )
     try:
-        run_server(repo, host, http_port, grpc_port, threads, options)
+        run_server(repo, host, http_port, grpc_port, threads, options, model_control_mode, load_models)
     except SlipwayError as err:
         fail(err)
 

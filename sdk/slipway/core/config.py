@@ -24,7 +24,11 @@ PRESETS = ("quickstart", "mnist1d", "optimize", "drift")
 
 
 class DataConfig(StrictModel):
-    source: str = Field("digits", description="'digits', 'mnist1d', or a path to an .npz file with x, y")
+    source: str = Field(
+        "digits",
+        description="'digits', 'mnist1d', or a path or URI (s3://, file://, http(s)://) of an .npz with x, y "
+        "(optional x_test, y_test; optional x_recent, y_recent: a held-out split only the gate evaluates on)",
+    )
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="ignored when the npz holds x_test/y_test")
     reference_samples: int = Field(1000, ge=10, description="rows kept as the drift reference sample")
@@ -316,6 +320,20 @@ class DeployConfig(StrictModel):
     failure_threshold: int = Field(
         2, ge=1, description="failed checks, in total, that roll the canary back (Flagger's threshold)"
     )
+    serve_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="local target: a running `slipway serve --model-control-mode explicit` to update in "
+        "place (the new version is copied into serve_repository and loaded); None: a throwaway server "
+        "smoke-tests the package",
+    )
+    serve_repository: str | None = Field(None, description="the model repository the serve_url server serves")
+
+    @model_validator(mode="after")
+    def _serve_pair(self) -> DeployConfig:
+        if (self.serve_url is None) != (self.serve_repository is None):
+            raise ValueError("serve_url and serve_repository: give both (update a running server) or neither")
+        return self
 
 
 class MonitorConfig(DriftRule):
@@ -333,10 +351,31 @@ class MonitorConfig(DriftRule):
     data_dir: str = Field("/data", description="the drift monitor's capture store, read when url is unset")
     reference: str = Field("/reference/reference.npz", description="reference sample saved at training time")
     window_size: int = Field(500, ge=30, description="most recent captured events compared")
-    retrain: bool = Field(False, description="submit the retraining pipeline when drift is detected")
-    retrain_pipeline: str = "quickstart"
+    retrain: bool = Field(False, description="run the training pipeline again when drift is detected")
+    retrain_pipeline: str = Field(
+        "quickstart", description="the pipeline named in the hint printed when retrain_package is missing"
+    )
     retrain_package: str | None = Field(
-        None, description="compiled retraining pipeline (path or URI) the drift pipeline submits on an alarm"
+        None,
+        description="the training pipeline compiled with its own config (`slipway compile quickstart -c ... "
+        "-o retrain.yaml`; a path or URI): what an alarm runs again, on new data",
+    )
+    retrain_target: Literal["kubeflow", "local"] = Field(
+        "kubeflow", description="kubeflow: submit to kfp_host; local: run it here with kfp.local"
+    )
+    retrain_overrides: list[str] = Field(
+        default_factory=list,
+        description="KEY=VALUE settings applied to the package's config for the retrain run "
+        "(e.g. deploy.serve_url=... to update a local server)",
+    )
+    min_labels: int = Field(
+        50, ge=2, description="labelled rows (feedback joined by inference id) the window needs to retrain"
+    )
+    recent_test_fraction: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="part of the labelled rows held out as the gate's recent test split (never trained on)",
     )
     kfp_host: str | None = Field(None, description="Kubeflow Pipelines API for the retraining run")
 

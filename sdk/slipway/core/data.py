@@ -1,13 +1,19 @@
 """Datasets: built-in (digits, mnist1d, both generated offline) or user NPZ; deterministic stratified splits.
 
 Splits travel between steps as one NPZ file, with a sha256 fingerprint that names exactly what was trained on.
+A user NPZ may also hold a held-out `recent` split (labelled live traffic): carried with the splits for the
+gate, never trained or validated on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import NamedTuple
+from urllib.parse import urlparse
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -17,11 +23,19 @@ from slipway.core.errors import DataError
 
 BUILTIN = ("digits", "mnist1d")
 SPLITS = ("train", "val", "test")
+RECENT = "recent"  # the optional held-out split of labelled live traffic, for the gate only
+# (uri, local path) -> the local path; the steps pass slipway.cluster.storage.download (core cannot import it)
+Download = Callable[[str, Path], Path]
+
+
+def is_uri(source: str) -> bool:
+    return "://" in source
 
 
 @dataclass(frozen=True)
 class DatasetSplits:
-    """Train/val/test arrays; x is float32 of shape (N, C, H, W), (N, C, L) or (N, F); y is int64."""
+    """Train/val/test arrays, and an optional held-out recent split (both None when the data has none);
+    x is float32 of shape (N, C, H, W), (N, C, L) or (N, F); y is int64."""
 
     name: str
     x_train: np.ndarray
@@ -30,6 +44,16 @@ class DatasetSplits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_recent: np.ndarray | None = None
+    y_recent: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if (self.x_recent is None) != (self.y_recent is None):
+            raise DataError(f"{self.name}: give both x_recent and y_recent, or neither")
+
+    @property
+    def has_recent(self) -> bool:
+        return self.x_recent is not None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -40,15 +64,22 @@ class DatasetSplits:
         return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max()) + 1)
 
     def split(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        """One split's (x, y); `recent` only when the data has it."""
+        if which == RECENT and self.x_recent is not None and self.y_recent is not None:
+            return self.x_recent, self.y_recent
         if which not in SPLITS:
-            raise DataError(f"unknown split {which!r}; expected one of {SPLITS}")
+            have = (*SPLITS, RECENT) if self.has_recent else SPLITS
+            raise DataError(f"{self.name}: no split {which!r}; it has {have}")
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over every array's dtype, shape and bytes, in a fixed order."""
+        """sha256 over every array's dtype, shape and bytes, in a fixed order; the recent split only when present,
+        so that a dataset without one keeps the fingerprint it always had."""
         digest = hashlib.sha256(self.name.encode())
-        for which in SPLITS:
+        for which in (*SPLITS, RECENT) if self.has_recent else SPLITS:
+            if which == RECENT:
+                digest.update(RECENT.encode())
             for arr in self.split(which):
                 digest.update(f"{arr.dtype}{arr.shape}".encode())
                 digest.update(np.ascontiguousarray(arr).tobytes())
@@ -92,39 +123,88 @@ def _check_xy(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.
     return x, y.astype(np.int64)
 
 
-def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+class _UserArrays(NamedTuple):
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    x_recent: np.ndarray | None
+    y_recent: np.ndarray | None
+
+
+def _optional_pair(
+    arrays: dict[str, np.ndarray], split: str, x: np.ndarray, where: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """x_<split>, y_<split>: both or neither, checked like x, y and with x's sample shape."""
+    xn, yn = f"x_{split}", f"y_{split}"
+    if (xn in arrays) != (yn in arrays):
+        raise DataError(f"{where}: give both {xn} and {yn}, or neither")
+    if xn not in arrays:
+        return None, None
+    xs, ys = _check_xy(arrays[xn], arrays[yn], f"{where}[{xn}, {yn}]")
+    if xs.shape[1:] != x.shape[1:]:
+        raise DataError(f"{where}: {xn} sample shape {xs.shape[1:]} differs from x {x.shape[1:]}")
+    return xs, ys
+
+
+def _npz(path: Path, where: str) -> _UserArrays:
+    """Read and check a user NPZ; `where` names it in errors (its path, or the URI it came from)."""
     if not path.is_file():
-        raise DataError(f"data.source: {path} is not a file; expected {BUILTIN} or a path to an .npz")
+        raise DataError(f"data.source: {where} is not a file; expected {BUILTIN} or a path or URI of an .npz")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as err:
-        raise DataError(f"data.source: {path} is not a readable .npz file: {err}") from None
+        raise DataError(f"data.source: {where} is not a readable .npz file: {err}") from None
     missing = {"x", "y"} - arrays.keys()
     if missing:
-        raise DataError(f"{path}: missing arrays {sorted(missing)}; expected x, y (optional x_test, y_test)")
-    x, y = _check_xy(arrays["x"], arrays["y"], f"{path}[x, y]")
-    if ("x_test" in arrays) != ("y_test" in arrays):
-        raise DataError(f"{path}: give both x_test and y_test, or neither")
-    if "x_test" in arrays:
-        xt, yt = _check_xy(arrays["x_test"], arrays["y_test"], f"{path}[x_test, y_test]")
-        if xt.shape[1:] != x.shape[1:]:
-            raise DataError(f"{path}: x_test sample shape {xt.shape[1:]} differs from x {x.shape[1:]}")
-        return x, y, xt, yt
-    return x, y, None, None
+        raise DataError(
+            f"{where}: missing arrays {sorted(missing)}; expected x, y "
+            "(optional x_test, y_test and x_recent, y_recent)"
+        )
+    x, y = _check_xy(arrays["x"], arrays["y"], f"{where}[x, y]")
+    x_test, y_test = _optional_pair(arrays, "test", x, where)
+    x_recent, y_recent = _optional_pair(arrays, RECENT, x, where)
+    return _UserArrays(x, y, x_test, y_test, x_recent, y_recent)
 
 
-def load_dataset(cfg: DataConfig, seed: int) -> DatasetSplits:
-    """Load the configured source and split it deterministically (stratified) for this seed."""
+def _user_npz(source: str, download: Download | None) -> _UserArrays:
+    """A path, or a URI downloaded first (to a temporary file, read into memory, then deleted)."""
+    if not is_uri(source):
+        return _npz(Path(source), source)
+    if download is None:
+        raise DataError(
+            f"data.source: {source} is a URI, and this caller gave load_dataset no `download` function "
+            "(pass slipway.cluster.storage.download)"
+        )
+    with tempfile.TemporaryDirectory(prefix="slipway-data-") as tmp:
+        return _npz(download(source, Path(tmp) / "source.npz"), source)
+
+
+def source_name(source: str) -> str:
+    """The dataset's name: a built-in's own, else the file stem of the path or of the URI's path."""
+    if source in BUILTIN:
+        return source
+    return PurePosixPath(urlparse(source).path).stem if is_uri(source) else Path(source).stem
+
+
+def load_dataset(cfg: DataConfig, seed: int, download: Download | None = None) -> DatasetSplits:
+    """Load the configured source and split it deterministically (stratified) for this seed.
+
+    A URI source (anything with "://") is fetched with `download` (the steps pass
+    slipway.cluster.storage.download; core cannot import the cluster layer). A recent split is kept as given.
+    """
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    x_recent: np.ndarray | None = None
+    y_recent: np.ndarray | None = None
     if cfg.source == "digits":
         x, y = _digits()
     elif cfg.source == "mnist1d":
         x, y, x_test, y_test = _mnist1d()
     else:
-        x, y, x_test, y_test = _npz(Path(cfg.source))
-    name = cfg.source if cfg.source in BUILTIN else Path(cfg.source).stem
+        x, y, x_test, y_test, x_recent, y_recent = _user_npz(cfg.source, download)
+    name = source_name(cfg.source)
     counts = np.bincount(y)
     if (counts[counts > 0] < 3).any():
         raise DataError(f"{name}: every class needs at least 3 samples for a stratified split; got {counts}")
@@ -142,11 +222,19 @@ def load_dataset(cfg: DataConfig, seed: int) -> DatasetSplits:
         x_train, _, y_train, _ = train_test_split(
             x_train, y_train, train_size=cfg.max_train_samples, stratify=y_train, random_state=seed
         )
-    return DatasetSplits(name, x_train, y_train, x_val, y_val, x_test, y_test)
+    splits = DatasetSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, x_recent, y_recent)
+    if y_recent is not None and len(y_recent) and y_recent.max() >= splits.num_classes:
+        raise DataError(
+            f"{name}: y_recent has class id {y_recent.max()}, but x, y and the test split have only "
+            f"{splits.num_classes} classes (0..{splits.num_classes - 1})"
+        )
+    return splits
 
 
 def save_splits(splits: DatasetSplits, path: str | Path) -> None:
-    arrays = {f"{v}_{s}": splits.split(s)[i] for s in SPLITS for i, v in enumerate(("x", "y"))}
+    """One NPZ holding every split (the recent one only when present) and the dataset's name."""
+    which = (*SPLITS, RECENT) if splits.has_recent else SPLITS
+    arrays = {f"{v}_{s}": splits.split(s)[i] for s in which for i, v in enumerate(("x", "y"))}
     with open(path, "wb") as fh:
         np.savez(fh, name=np.array(splits.name), **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds
 

@@ -88,9 +88,12 @@ def from_run_tags(tags: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def status_of(gate_passed: bool | None, failed: bool) -> Status:
-    if failed or gate_passed is None:
+def status_of(gate_passed: bool | None, failed: bool, gated: bool = True) -> Status:
+    """A gated pipeline that never reached its gate failed; one without a gate (drift) succeeds by finishing."""
+    if failed or (gated and gate_passed is None):
         return "failed"
+    if not gated:
+        return "succeeded"
     return "succeeded" if gate_passed else "rejected"
 
 

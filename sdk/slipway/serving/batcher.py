@@ -6,6 +6,9 @@ does not wait when there is no sign of concurrent load (the previous batch held 
 request is being received): there, waiting could only add latency and lower throughput. It runs one batch in a thread
 (ONNX Runtime releases the GIL) and splits the outputs back. A model without dynamic batching runs each request
 alone through the same bounded queue, so load shedding and timeouts behave the same for every model.
+
+`drain` (shutdown, unload, or the old version after a reload) lets the workers finish everything queued and
+in flight, then they exit; only what is still there when the grace period ends is failed.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class ModelBatcher:
         self._queue: deque[_Request] = deque()
         self._arrived = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        self._closing = False  # set by drain: workers exit once nothing is queued
         self._executor = ThreadPoolExecutor(len(model.sessions), thread_name_prefix=f"ort-{model.name}")
         self._output_names = list(model.outputs)
         self._last_requests = 0  # requests in the previous batch: the load signal for waiting
@@ -81,13 +85,17 @@ class ModelBatcher:
             )
 
     async def drain(self, grace_s: float) -> None:
-        """Let queued requests finish (graceful shutdown), then stop the workers and fail what is left."""
-        deadline = time.monotonic() + grace_s
-        while self._queue and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        """Finish every queued and running request (within the grace period), then stop the workers.
+
+        Workers exit by themselves once the queue is empty; what is left when the grace period ends gets 503.
+        """
+        self._closing = True
+        self._arrived.set()  # wake idle workers so they see the empty queue and exit
+        if self._workers:
+            _, pending = await asyncio.wait(self._workers, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
         while self._queue:
             req = self._queue.popleft()
@@ -95,13 +103,13 @@ class ModelBatcher:
                 req.future.set_exception(
                     OverloadedError(f"model {self.model.name!r}: server is shutting down")
                 )
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=False)  # a run cut off by the grace period must not block the loop
 
     async def infer(
         self, arrays: dict[str, np.ndarray], rows: int, timeout_s: float
     ) -> dict[str, np.ndarray]:
         """Queue one validated request and wait for its outputs; full queue or timeout -> OverloadedError (503)."""
-        if not self._workers:
+        if all(task.done() for task in self._workers):
             raise OverloadedError(f"model {self.model.name!r} is not serving (starting or shutting down)")
         if len(self._queue) >= self.max_queue:
             raise OverloadedError(
@@ -126,16 +134,20 @@ class ModelBatcher:
                 return req
         return None
 
-    async def _gather(self) -> list[_Request]:
+    async def _gather(self, batch: list[_Request]) -> None:
+        """Fill `batch` (owned by the worker, so a cancelled worker can answer what it holds); empty -> exit."""
         while True:
             first = self._pop_live()
             if first is not None:
                 break
+            if self._closing:
+                return
             self._arrived.clear()
             await self._arrived.wait()
-        batch, rows = [first], first.rows
+        batch.append(first)
+        rows = first.rows
         if not self.dynamic:
-            return batch
+            return
         deadline_ns = first.enqueued_ns + self.delay_ns
         while True:
             while self._queue and rows < self.target_rows:
@@ -144,17 +156,17 @@ class ModelBatcher:
                     self._queue.popleft()
                     continue
                 if nxt.key != first.key or rows + nxt.rows > self.max_rows:
-                    return batch  # cannot join: dispatch now, it heads the next batch
+                    return  # cannot join: dispatch now, it heads the next batch
                 self._queue.popleft()
                 batch.append(nxt)
                 rows += nxt.rows
             remaining_ns = deadline_ns - time.perf_counter_ns()
-            if rows >= self.target_rows or remaining_ns <= 0:
-                return batch
+            if rows >= self.target_rows or remaining_ns <= 0 or self._closing:
+                return
             if self._last_requests <= 1 and not self._queue and not self._incoming():
                 await asyncio.sleep(0)  # let request tasks that are already scheduled reach the queue
                 if not self._queue and not self._incoming():
-                    return batch  # no sign of concurrent load: waiting could only add latency
+                    return  # no sign of concurrent load: waiting could only add latency
                 continue
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
@@ -175,39 +187,46 @@ class ModelBatcher:
         return outputs, t1 - t0, t2 - t1, t2
 
     async def _worker(self, session: ort.InferenceSession) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._gather()
-            self._last_requests = len(batch)
-            started_ns = time.perf_counter_ns()
-            rows = sum(r.rows for r in batch)
+            batch: list[_Request] = []
             try:
-                outputs, input_ns, infer_ns, done_ns = await loop.run_in_executor(
-                    self._executor, self._run, session, batch
-                )
+                await self._gather(batch)
+                if not batch:
+                    return  # draining and nothing left
+                await self._execute(session, batch)
             except asyncio.CancelledError:
                 for req in batch:
                     if not req.future.done():
                         req.future.set_exception(OverloadedError(f"model {self.model.name!r}: shutting down"))
                 raise
-            except Exception as err:  # ORT failure on validated input: report, keep serving
-                log.exception("model execution failed model=%s rows=%d", self.model.name, rows)
-                for req in batch:
-                    if not req.future.done():
-                        req.future.set_exception(
-                            ModelExecutionError(f"model {self.model.name!r}: execution failed: {err}")
-                        )
-                continue
-            offset = 0
+
+    async def _execute(self, session: ort.InferenceSession, batch: list[_Request]) -> None:
+        """Run one gathered batch in the executor and answer each request with its rows."""
+        self._last_requests = len(batch)
+        started_ns = time.perf_counter_ns()
+        rows = sum(r.rows for r in batch)
+        try:
+            outputs, input_ns, infer_ns, done_ns = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run, session, batch
+            )
+        except Exception as err:  # ORT failure on validated input: report, keep serving
+            log.exception("model execution failed model=%s rows=%d", self.model.name, rows)
             for req in batch:
                 if not req.future.done():
-                    if len(batch) == 1:
-                        req.future.set_result(dict(zip(self._output_names, outputs, strict=True)))
-                    else:
-                        sliced = [out[offset : offset + req.rows] for out in outputs]
-                        req.future.set_result(dict(zip(self._output_names, sliced, strict=True)))
-                offset += req.rows
-            queue_ns = sum(started_ns - r.enqueued_ns for r in batch)
-            output_ns = time.perf_counter_ns() - done_ns
-            self.stats.record_batch(rows, len(batch), queue_ns, input_ns, infer_ns, output_ns)
-            self.metrics.batch_size.labels(self.model.name).observe(rows)
+                    req.future.set_exception(
+                        ModelExecutionError(f"model {self.model.name!r}: execution failed: {err}")
+                    )
+            return
+        offset = 0
+        for req in batch:
+            if not req.future.done():
+                if len(batch) == 1:
+                    req.future.set_result(dict(zip(self._output_names, outputs, strict=True)))
+                else:
+                    sliced = [out[offset : offset + req.rows] for out in outputs]
+                    req.future.set_result(dict(zip(self._output_names, sliced, strict=True)))
+            offset += req.rows
+        queue_ns = sum(started_ns - r.enqueued_ns for r in batch)
+        output_ns = time.perf_counter_ns() - done_ns
+        self.stats.record_batch(rows, len(batch), queue_ns, input_ns, infer_ns, output_ns)
+        self.metrics.batch_size.labels(self.model.name).observe(rows)

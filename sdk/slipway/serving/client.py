@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -18,6 +19,7 @@ from slipway.serving.datatypes import NUMPY_TO_V2, V2_TO_NUMPY
 
 log = logging.getLogger(__name__)
 Protocol = Literal["http", "grpc"]
+SMOKE_ID_PREFIX = "slipway-smoke-"
 
 
 def _split_url(url: str) -> tuple[str, bool]:
@@ -126,8 +128,18 @@ class InferenceClient:
         msg = self._call(f"model {model} config", self._client.get_model_config, model)
         return MessageToDict(msg.config, preserving_proto_field_name=True)
 
+    def load_model(self, model: str) -> None:
+        """Triton's model control API: (re)load `model` from the server's repository (explicit mode)."""
+        self._call(f"load model {model}", self._client.load_model, model)
+        self._metadata.pop(model, None)
+
     def infer(
-        self, model: str, array: np.ndarray, input_name: str | None = None, output_name: str | None = None
+        self,
+        model: str,
+        array: np.ndarray,
+        input_name: str | None = None,
+        output_name: str | None = None,
+        request_id: str = "",
     ) -> np.ndarray:
         """One tensor in, one tensor out; names default to the model's first input and output."""
         meta = self._metadata.get(model) or self.metadata(model)
@@ -143,7 +155,9 @@ class InferenceClient:
         else:
             tensor.set_data_from_numpy(array)
             wanted = self._mod.InferRequestedOutput(output_name)
-        result = self._call(f"infer {model}", self._client.infer, model, [tensor], outputs=[wanted])
+        result = self._call(
+            f"infer {model}", self._client.infer, model, [tensor], outputs=[wanted], request_id=request_id
+        )
         out = result.as_numpy(output_name)
         if out is None:
             raise InferenceClientError(f"infer {model}: response has no output {output_name!r}")
@@ -178,7 +192,10 @@ def smoke_test(
         shape = [1 if d == -1 else d for d in spec["shape"]]
         dtype = V2_TO_NUMPY.get(spec["datatype"], np.dtype(np.float32))
         started = time.perf_counter()
-        output = client.infer(model, np.zeros(shape, dtype=dtype))
+        # A recognisable id: a payload logger captures this request too, and drift windows can leave it out.
+        output = client.infer(
+            model, np.zeros(shape, dtype=dtype), request_id=f"{SMOKE_ID_PREFIX}{uuid.uuid4().hex}"
+        )
         latency_ms = (time.perf_counter() - started) * 1000
     if output.dtype.kind == "f" and not np.isfinite(output).all():
         raise InferenceClientError(f"model {model!r} at {url} answered zeros with non-finite outputs")

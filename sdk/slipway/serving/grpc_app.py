@@ -1,7 +1,7 @@
 """The v2 gRPC protocol through Triton's own generated servicer (tritonclient ships it), on grpc.aio.
 
 Using Triton's service definition keeps kserve (whose protos clash with tritonclient's) out of this process and
-gives the Triton-only RPCs (ModelConfig, ModelStatistics, RepositoryIndex) for free.
+gives the Triton-only RPCs (ModelConfig, ModelStatistics, RepositoryIndex, RepositoryModelLoad/Unload) for free.
 """
 
 from __future__ import annotations
@@ -76,6 +76,22 @@ def _request_tensors(request: pb.ModelInferRequest) -> list[RequestTensor]:
     return tensors
 
 
+def _repository_parameters(parameters: Any) -> dict[str, Any]:
+    """ModelRepositoryParameter map -> plain values (whichever of bool/int64/string/bytes is set)."""
+    values: dict[str, Any] = {}
+    for key, param in parameters.items():
+        choice = param.WhichOneof("parameter_choice")
+        values[key] = getattr(param, choice) if choice else None
+    return values
+
+
+def _check_repository_name(name: str) -> None:
+    if name:
+        raise InvalidInputError(
+            f"repository_name {name!r} is not supported: slipway serve has one repository; leave it empty"
+        )
+
+
 class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Triton's GRPCInferenceService backed by an InferenceCore; unsupported RPCs stay UNIMPLEMENTED."""
 
@@ -135,6 +151,30 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
         index = self.service.repository_index(request.ready)
         return json_format.ParseDict({"models": index}, pb.RepositoryIndexResponse())
 
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        try:
+            self.service.require_model_control()
+            _check_repository_name(request.repository_name)
+            await self.service.load_model(request.model_name, _repository_parameters(request.parameters))
+        except SlipwayError as err:
+            await self._abort(context, err)
+            raise
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        try:
+            self.service.require_model_control()
+            _check_repository_name(request.repository_name)
+            await self.service.unload_model(request.model_name, _repository_parameters(request.parameters))
+        except SlipwayError as err:
+            await self._abort(context, err)
+            raise
+        return pb.RepositoryModelUnloadResponse()
+
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         started = time.perf_counter()
         status = 500
@@ -148,7 +188,7 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
                 if timeout_us <= 0:
                     raise InvalidInputError("parameter timeout must be a positive int64 of microseconds")
                 timeout_s = timeout_us / 1e6
-            results = await self.service.infer(model, arrays, timeout_s)
+            results = await self.service.infer(model, arrays, timeout_s, request.id)
             response = pb.ModelInferResponse(
                 model_name=model.name, model_version=model.version, id=request.id
             )

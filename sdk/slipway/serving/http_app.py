@@ -226,8 +226,28 @@ def build_app(service: InferenceCore) -> Starlette:
             ready_only = bool(parsed.get("ready", False)) if isinstance(parsed, dict) else False
         return _json(service.repository_index(ready_only))
 
-    async def model_control(request: Request) -> Response:
-        raise InvalidInputError("model control is disabled: restart `slipway serve` with the new repository")
+    async def control_parameters(request: Request) -> dict[str, Any]:
+        """The optional `{"parameters": {...}}` body of a load or unload request."""
+        body = await read_limited_body(request, limit)
+        if not body.strip():
+            return {}
+        parsed = _parse_json(body)
+        if not isinstance(parsed, dict):
+            raise InvalidInputError('a load/unload body must be a JSON object such as {"parameters": {}}')
+        unknown = sorted(set(parsed) - {"parameters"})
+        if unknown:
+            raise InvalidInputError(f"unrecognized field(s) {unknown} in the request (only 'parameters')")
+        return _params(parsed, "request")
+
+    async def load_model(request: Request) -> Response:
+        service.require_model_control()
+        await service.load_model(request.path_params["model"], await control_parameters(request))
+        return Response(b"", 200)
+
+    async def unload_model(request: Request) -> Response:
+        service.require_model_control()
+        await service.unload_model(request.path_params["model"], await control_parameters(request))
+        return Response(b"", 200)
 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), 200, media_type=CONTENT_TYPE_LATEST)
@@ -246,7 +266,10 @@ def build_app(service: InferenceCore) -> Starlette:
                 names, binary_out = _requested_outputs(model, payload)
             finally:
                 service.incoming -= 1
-            results = await service.infer(model, arrays, _timeout_s(payload))
+            request_id = payload.get("id")
+            results = await service.infer(
+                model, arrays, _timeout_s(payload), request_id if isinstance(request_id, str) else ""
+            )
             response = _infer_response(model, payload, names, binary_out, results)
             status = 200
             return response
@@ -263,8 +286,8 @@ def build_app(service: InferenceCore) -> Starlette:
         Route("/v2", guarded(server_metadata), methods=["GET"]),
         Route("/v2/models/stats", guarded(model_stats), methods=["GET"]),
         Route("/v2/repository/index", guarded(repository_index), methods=["POST"]),
-        Route("/v2/repository/models/{model}/load", guarded(model_control), methods=["POST"]),
-        Route("/v2/repository/models/{model}/unload", guarded(model_control), methods=["POST"]),
+        Route("/v2/repository/models/{model}/load", guarded(load_model), methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", guarded(unload_model), methods=["POST"]),
         Route("/metrics", guarded(prometheus), methods=["GET"]),
     ]
     for base in model_paths:

@@ -7,6 +7,7 @@ tampered or truncated file is refused at load, never served.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2 as mc
 
 from slipway.core.artifacts import ModelArtifact, verify_artifact
-from slipway.core.errors import NotFoundError, TritonConfigError
+from slipway.core.errors import ConfigError, NotFoundError, TritonConfigError
 from slipway.serving.datatypes import V2_TO_NUMPY, from_triton_type
 from slipway.serving.triton_repository import MODEL_FILES, list_models, model_versions, read_model_config
 
@@ -159,9 +160,45 @@ def load_model_dir(model_dir: str | Path, options: SessionOptions | None = None)
     )
 
 
-def load_repository(repo: str | Path, options: SessionOptions | None = None) -> dict[str, LoadedModel]:
-    """Load every model of a repository; any refused model stops the server from starting (fail loudly)."""
-    names = list_models(repo)
-    if not names:
-        raise NotFoundError(f"model repository {repo} holds no model (expected <model>/config.pbtxt)")
+MODEL_CONTROL_MODES = ("none", "explicit")
+LOAD_ALL = "*"
+
+
+def startup_models(repo: str | Path, mode: str = "none", load_models: Sequence[str] = ()) -> list[str]:
+    """The models to load before the server opens its ports, with Triton's rules for the two control modes.
+
+    none: every model of the repository (and --load-model is refused: it would have no effect). explicit: only
+    the --load-model names, `*` alone meaning all of them; an empty list starts the server with no model.
+    """
+    if mode not in MODEL_CONTROL_MODES:
+        raise ConfigError(f"model control mode {mode!r} is not one of {', '.join(MODEL_CONTROL_MODES)}")
+    available = list_models(repo)
+    if mode == "none":
+        if load_models:
+            raise ConfigError(
+                "--load-model needs --model-control-mode explicit (in mode none every model loads)"
+            )
+        if not available:
+            raise NotFoundError(f"model repository {repo} holds no model (expected <model>/config.pbtxt)")
+        return available
+    if LOAD_ALL in load_models:
+        if len(load_models) > 1:
+            raise ConfigError(
+                f"--load-model {LOAD_ALL} loads every model; give it alone, not with other names"
+            )
+        return available
+    unknown = sorted(set(load_models) - set(available))
+    if unknown:
+        raise NotFoundError(
+            f"--load-model {unknown}: not in model repository {repo} (models there: {available})"
+        )
+    return sorted(set(load_models))
+
+
+def load_repository(
+    repo: str | Path, options: SessionOptions | None = None, names: Sequence[str] | None = None
+) -> dict[str, LoadedModel]:
+    """Load the named models (default: all); any refused model stops the server from starting (fail loudly)."""
+    if names is None:
+        names = startup_models(repo)
     return {name: load_model_dir(Path(repo) / name, options) for name in names}

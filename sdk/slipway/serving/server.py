@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -27,7 +27,7 @@ import uvicorn
 from slipway.core.errors import SlipwayError
 from slipway.serving.grpc_app import build_grpc_server
 from slipway.serving.http_app import build_app
-from slipway.serving.loader import SessionOptions, load_repository
+from slipway.serving.loader import SessionOptions, load_repository, startup_models
 from slipway.serving.service import InferenceCore, ServerOptions
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,9 @@ async def serve_async(
         if bound is not None:
             bound.http_port, bound.grpc_port = actual_http, actual_grpc
         log.info(
-            "serving models=%s http=%s:%d grpc=%s:%d",
+            "serving models=%s model_control=%s http=%s:%d grpc=%s:%d",
             sorted(service.models),
+            service.model_control_mode,
             host,
             actual_http,
             host,
@@ -111,9 +112,26 @@ async def serve_async(
         log.info("server stopped")
 
 
-def build_service(repo: str | Path, threads: int | None, options: ServerOptions) -> InferenceCore:
-    """Load and verify the repository before any port opens: a refused model means no server."""
-    return InferenceCore(load_repository(repo, SessionOptions(intra_op_threads=threads)), options)
+def build_service(
+    repo: str | Path,
+    threads: int | None,
+    options: ServerOptions,
+    model_control_mode: str = "none",
+    load_models: Sequence[str] = (),
+) -> InferenceCore:
+    """Load and verify the startup models before any port opens: a refused model means no server.
+
+    Mode none loads every model; explicit loads only `load_models` (`*` for all) and serves load/unload.
+    """
+    session_options = SessionOptions(intra_op_threads=threads)
+    names = startup_models(repo, model_control_mode, load_models)
+    return InferenceCore(
+        load_repository(repo, session_options, names),
+        options,
+        repository=repo,
+        session_options=session_options,
+        model_control_mode=model_control_mode,
+    )
 
 
 def run_server(
@@ -123,9 +141,11 @@ def run_server(
     grpc_port: int = 8001,
     threads: int | None = None,
     options: ServerOptions | None = None,
+    model_control_mode: str = "none",
+    load_models: Sequence[str] = (),
 ) -> None:
     """Serve in the foreground until SIGINT/SIGTERM (the `slipway serve` command)."""
-    service = build_service(repo, threads, options or ServerOptions())
+    service = build_service(repo, threads, options or ServerOptions(), model_control_mode, load_models)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -250,15 +270,18 @@ def start_server(
     options: ServerOptions | None = None,
     subprocess_mode: bool = False,
     startup_timeout_s: float = 60.0,
+    model_control_mode: str = "none",
+    load_models: Sequence[str] = (),
 ) -> ServerHandle:
     """Start a server and return once it is ready; port 0 picks a free port. Stop it with `.stop()` or `with`.
 
     In a thread (default) it shares the caller's process; `subprocess_mode=True` gives it its own interpreter
-    (no GIL sharing with a load generator, and a crash cannot take the caller down).
+    (no GIL sharing with a load generator, and a crash cannot take the caller down). `model_control_mode` and
+    `load_models` are `slipway serve --model-control-mode/--load-model` (Triton's options).
     """
     options = options or ServerOptions()
     if not subprocess_mode:
-        service = build_service(repo, threads, options)
+        service = build_service(repo, threads, options, model_control_mode, load_models)
         return _ThreadServer(service, host, http_port, grpc_port, startup_timeout_s)
     http_port = http_port or free_port(host)
     grpc_port = grpc_port or free_port(host)
@@ -281,6 +304,11 @@ def start_server(
         "--max-body-bytes",
         str(options.max_body_bytes),
     ]
+    if options.logger_url:
+        argv += ["--logger-url", options.logger_url]
     if threads:
         argv += ["--threads", str(threads)]
+    argv += ["--model-control-mode", model_control_mode]
+    for name in load_models:
+        argv += ["--load-model", name]
     return _ProcessServer(argv, host, http_port, grpc_port, startup_timeout_s)

@@ -1,14 +1,25 @@
-"""The protocol-independent core both front ends call: model lookup, inference, metadata, config, statistics.
+"""The protocol-independent core both front ends call: model lookup, inference, metadata, config, statistics,
+and Triton's model control (load, reload, unload, repository index).
 
 HTTP and gRPC run on one event loop and share these batchers, so requests from both protocols batch together
 and the queue limit covers the whole server.
+
+A reload never fails a request: the new version is loaded off the loop and its batcher started first; then the
+model, batcher and statistics entries are replaced in one step with no await in between (atomic on the event
+loop), so each request is validated and queued against one version; the old batcher keeps working until its
+queue is empty (`ModelBatcher.drain`), and `infer` finds a request's batcher by the model object it was
+validated against, never by name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,13 +27,17 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 import slipway
-from slipway.core.errors import InvalidInputError, NotFoundError, SlipwayError
+from slipway.core.errors import ConfigError, InvalidInputError, NotFoundError, OverloadedError, SlipwayError
 from slipway.serving.batcher import ModelBatcher
-from slipway.serving.loader import LoadedModel
+from slipway.serving.loader import MODEL_CONTROL_MODES, LoadedModel, SessionOptions, load_model_dir
+from slipway.serving.payload_logger import PayloadLogger
 from slipway.serving.stats import ModelStats, ServerMetrics
+from slipway.serving.triton_repository import list_models, model_versions
 from slipway.serving.validation import batch_size
 
+log = logging.getLogger(__name__)
 SERVER_NAME = "slipway"
+UNLOADED = "unloaded"  # Triton's reason for a model unloaded through the model control API
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
 _INT64_TYPES = {
     FieldDescriptor.TYPE_INT64,
@@ -41,6 +56,7 @@ class ServerOptions:
     timeout_s: float = 30.0
     max_body_bytes: int = 64 << 20
     shutdown_grace_s: float = 5.0
+    logger_url: str | None = None  # KServe's payload logger sink (the drift monitor's /events); None: off
 
 
 def message_to_dict(message: Message) -> dict[str, Any]:
@@ -72,41 +88,108 @@ def _scalar(fd: FieldDescriptor, value: Any) -> Any:
     return value
 
 
+def _check_load_parameters(name: str, parameters: Mapping[str, Any]) -> None:
+    """Triton's load takes a `config` JSON and `file:<path>` overrides; here a load always reads the repository."""
+    overrides = sorted(key for key in parameters if key == "config" or key.startswith("file:"))
+    if overrides:
+        raise InvalidInputError(
+            f"load parameter(s) {', '.join(map(repr, overrides))} not supported by slipway serve: a load reads "
+            f"config.pbtxt and the newest version directory of REPO/{name} on disk; write the new version there "
+            "and load without overrides"
+        )
+    if parameters:
+        raise InvalidInputError(
+            f"unrecognized load parameter(s) {sorted(parameters)} (slipway serve takes none)"
+        )
+
+
+def _check_unload_parameters(parameters: Mapping[str, Any]) -> None:
+    """`unload_dependents` is accepted (no model here has dependents: ensembles are not served); nothing else."""
+    for key, value in parameters.items():
+        if key != "unload_dependents":
+            raise InvalidInputError(f"unrecognized unload parameter {key!r} (only unload_dependents)")
+        if not isinstance(value, bool):
+            raise InvalidInputError(f"unload parameter unload_dependents must be a boolean, got {value!r}")
+
+
 class InferenceCore:
     """Loaded models with their batchers, statistics and metrics; one per running server.
 
     Named apart from KServe's InferenceService (the cluster object `slipway.cluster.kserve` builds).
+    `repository` and `model_control_mode="explicit"` enable Triton's load/unload API; without a repository
+    the core serves the models it was given and the index lists just those.
     """
 
-    def __init__(self, models: dict[str, LoadedModel], options: ServerOptions | None = None) -> None:
+    def __init__(
+        self,
+        models: dict[str, LoadedModel],
+        options: ServerOptions | None = None,
+        *,
+        repository: str | Path | None = None,
+        session_options: SessionOptions | None = None,
+        model_control_mode: str = "none",
+    ) -> None:
+        if model_control_mode not in MODEL_CONTROL_MODES:
+            raise ConfigError(
+                f"model control mode {model_control_mode!r} is not one of {', '.join(MODEL_CONTROL_MODES)}"
+            )
+        if model_control_mode == "explicit" and repository is None:
+            raise ConfigError("model control mode explicit needs the repository to load models from")
         self.models = models
         self.options = options or ServerOptions()
+        self.repository = Path(repository) if repository is not None else None
+        self.session_options = session_options or SessionOptions()
+        self.model_control_mode = model_control_mode
         self.metrics = ServerMetrics(list(models))
         self.stats = {name: ModelStats(name, m.version) for name, m in models.items()}
-        self.batchers: dict[str, ModelBatcher] = {}
+        self.batchers: dict[str, ModelBatcher] = {}  # the served version's batcher, by model name
         self.ready = False
         self.incoming = 0  # inference requests received but not yet queued (being read or decoded)
+        # Every batcher still working, by id of its model (the served ones and old versions draining after a
+        # reload): a request runs on the version it was validated against.
+        self._batcher_of: dict[int, ModelBatcher] = {}
+        # A model not served -> (version, reason), for the index: unloaded, or its first load failed.
+        self._unavailable: dict[str, tuple[str, str]] = {}
+        self._control_locks: dict[str, asyncio.Lock] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.payload_logger: PayloadLogger | None = None
+
+    def _start_batcher(self, model: LoadedModel, stats: ModelStats) -> ModelBatcher:
+        batcher = ModelBatcher(model, stats, self.metrics, self.options.max_queue, lambda: self.incoming)
+        batcher.start()
+        self._batcher_of[id(model)] = batcher
+        return batcher
 
     async def start(self) -> None:
         """Create the batchers on the running loop; the server reports ready only after this."""
         for name, model in self.models.items():
-            batcher = ModelBatcher(
-                model, self.stats[name], self.metrics, self.options.max_queue, lambda: self.incoming
-            )
-            batcher.start()
-            self.batchers[name] = batcher
+            self.batchers[name] = self._start_batcher(model, self.stats[name])
+        if self.options.logger_url:
+            self.payload_logger = PayloadLogger(self.options.logger_url, self.metrics.registry)
+            self.payload_logger.start()
         self.ready = True
 
     async def stop(self) -> None:
         """Stop reporting ready, let queued requests finish within the grace period, then stop workers."""
         self.ready = False
-        await asyncio.gather(*(b.drain(self.options.shutdown_grace_s) for b in self.batchers.values()))
+        self._stopping = True
+        grace = self.options.shutdown_grace_s
+        await asyncio.gather(*(b.drain(grace) for b in list(self._batcher_of.values())))
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self.payload_logger is not None:
+            await self.payload_logger.stop(grace)
 
     def model(self, name: str, version: str = "") -> LoadedModel:
         """A loaded model for metadata/config/ready calls; unknown -> NotFoundError (404 / NOT_FOUND)."""
         model = self.models.get(name)
         if model is None:
-            raise NotFoundError(f"unknown model {name!r}; loaded models: {sorted(self.models)}")
+            unavailable = self._unavailable.get(name)
+            if unavailable is None:
+                raise NotFoundError(f"unknown model {name!r}; loaded models: {sorted(self.models)}")
+            raise NotFoundError(
+                f"model {name!r} is not loaded ({unavailable[1]}); loaded models: {sorted(self.models)}"
+            )
         if version and version != model.version:
             raise NotFoundError(f"model {name!r} version {version!r} is not loaded (loaded: {model.version})")
         return model
@@ -118,21 +201,38 @@ class InferenceCore:
         except NotFoundError as err:
             raise InvalidInputError(str(err)) from None
 
-    async def infer(self, model: LoadedModel, arrays: dict[str, np.ndarray], timeout_s: float | None = None):
-        """Run one validated request through the model's batcher; returns every output by name."""
+    async def infer(
+        self,
+        model: LoadedModel,
+        arrays: dict[str, np.ndarray],
+        timeout_s: float | None = None,
+        request_id: str = "",
+    ):
+        """Run one validated request through the batcher of the version it was validated against; with a
+        payload logger, queue the request and its outputs for it (after the answer is ready)."""
         start = time.perf_counter_ns()
-        stats = self.stats[model.name]
+        batcher = self._batcher_of.get(id(model))
+        if batcher is None:  # only if a swap finished between validation and here; today nothing awaits there
+            raise InvalidInputError(
+                f"model {model.name!r} version {model.version} was unloaded; retry the request"
+            )
+        stats = batcher.stats
         rows = batch_size(model, arrays)
         timeout = self.options.timeout_s if timeout_s is None else min(timeout_s, self.options.timeout_s)
         try:
-            outputs = await self.batchers[model.name].infer(arrays, rows, timeout)
+            outputs = await batcher.infer(arrays, rows, timeout)
         except SlipwayError:
             stats.record_request(False, time.perf_counter_ns() - start)
             raise
         stats.record_request(True, time.perf_counter_ns() - start, rows)
+        if self.payload_logger is not None:
+            self.payload_logger.log(request_id, model.name, model.version, arrays, outputs)
         return outputs
 
     def is_model_ready(self, name: str, version: str = "") -> bool:
+        """Ready when served; a model of the repository that is not loaded is not ready; unknown -> 404."""
+        if name not in self.models and self._in_repository(name):
+            return False
         self.model(name, version)
         return self.ready
 
@@ -165,10 +265,126 @@ class InferenceCore:
             return {"model_stats": [self.stats[name].as_dict()]}
         return {"model_stats": [self.stats[n].as_dict() for n in sorted(self.stats)]}
 
+    def _in_repository(self, name: str) -> bool:
+        return self.repository is not None and name in list_models(self.repository)
+
     def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        state = "READY" if self.ready else "UNAVAILABLE"
-        if ready_only and not self.ready:
-            return []
-        return [
-            {"name": m.name, "version": m.version, "state": state, "reason": ""} for m in self.models.values()
-        ]
+        """Every model of the repository directory, as Triton lists it: a served model READY with its version, an
+        unloaded one (or one whose load failed) UNAVAILABLE with the reason, one never loaded by name only."""
+        names = set(self.models) | set(self._unavailable)
+        if self.repository is not None:
+            with contextlib.suppress(NotFoundError):
+                names.update(list_models(self.repository))
+        index: list[dict[str, str]] = []
+        for name in sorted(names):
+            model = self.models.get(name)
+            entry: dict[str, str]
+            if model is not None:
+                state = "READY" if self.ready else "UNAVAILABLE"
+                entry = {"name": name, "version": model.version, "state": state, "reason": ""}
+            elif name in self._unavailable:
+                version, reason = self._unavailable[name]
+                entry = {"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason}
+            else:
+                entry = {"name": name}
+            if not ready_only or entry.get("state") == "READY":
+                index.append(entry)
+        return index
+
+    def require_model_control(self) -> None:
+        """Load and unload answer 400 unless the server runs in explicit mode (Triton: mode none refuses them)."""
+        if self.model_control_mode != "explicit":
+            raise InvalidInputError(
+                "explicit model load / unload is not allowed in model control mode "
+                f"{self.model_control_mode!r}: start `slipway serve` with --model-control-mode explicit "
+                "(start_server(..., model_control_mode='explicit')) to load, reload and unload models"
+            )
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._control_locks.setdefault(name, asyncio.Lock())
+
+    async def load_model(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+        """Load (or reload) the newest version of REPO/<name>; a failure leaves the served version serving.
+
+        The blocking part (verify, ORT sessions) runs in a thread so serving goes on; loads and unloads of one
+        model are serialized. Returns once the new version serves and the old one has drained.
+        """
+        self.require_model_control()
+        _check_load_parameters(name, parameters or {})
+        assert self.repository is not None  # explicit mode needs it (checked in __init__)
+        available = list_models(self.repository)
+        if name not in available:
+            raise InvalidInputError(
+                f"failed to load model {name!r}: no {name}/config.pbtxt in model repository {self.repository} "
+                f"(models there: {available})"
+            )
+        model_dir = self.repository / name
+        async with self._lock(name):
+            served = self.models.get(name)
+            try:
+                model = await asyncio.to_thread(load_model_dir, model_dir, self.session_options)
+            except Exception as err:
+                if not isinstance(err, SlipwayError):
+                    log.exception("model load failed name=%s", name)
+                reason = str(err) if isinstance(err, SlipwayError) else f"{type(err).__name__}: {err}"
+                if served is None:
+                    self._unavailable[name] = (self._newest_version(model_dir), reason)
+                keeps = f"; version {served.version} keeps serving" if served is not None else ""
+                log.warning("model load refused name=%s reason=%s%s", name, reason, keeps)
+                raise InvalidInputError(f"failed to load model {name!r}: {reason}{keeps}") from None
+            if self._stopping:
+                raise OverloadedError(f"model {name!r} not loaded: the server is shutting down")
+            self.metrics.add_model(name)
+            stats = ModelStats(name, model.version)
+            batcher = self._start_batcher(model, stats)
+            old = self.batchers.get(name)
+            # The swap: no await between these writes, so a request sees the old version or the new one.
+            self.models[name], self.batchers[name], self.stats[name] = model, batcher, stats
+            self._unavailable.pop(name, None)
+            previous = f" (was {served.version})" if served is not None else ""
+            log.info("model serving name=%s version=%s%s", name, model.version, previous)
+            if old is not None:
+                await self._retire(old)
+
+    async def unload_model(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+        """Stop routing to the model, let its queue drain, forget it; unloading an unloaded model is a no-op."""
+        self.require_model_control()
+        _check_unload_parameters(parameters or {})
+        never_served = InvalidInputError(
+            f"failed to unload model {name!r}: it has not been served (loaded models: {sorted(self.models)})"
+        )
+        if name not in self.models and name not in self._unavailable:
+            raise never_served
+        async with self._lock(name):
+            model = self.models.pop(name, None)
+            if model is None:
+                if self._unavailable.get(name, ("", ""))[1] == UNLOADED:
+                    return  # already unloaded: nothing to do
+                raise never_served
+            batcher = self.batchers.pop(name)
+            del self.stats[name]
+            self._unavailable[name] = (model.version, UNLOADED)
+            self.metrics.unwatch_queue(name)
+            log.info("model unloading name=%s version=%s", name, model.version)
+            await self._retire(batcher)
+
+    async def _retire(self, batcher: ModelBatcher) -> None:
+        """Drain a batcher no longer routed to; shielded, so a caller that gives up cannot cut the drain short."""
+
+        async def drain() -> None:
+            try:
+                await batcher.drain(self.options.timeout_s)  # every queued request ends within its timeout
+            finally:
+                self._batcher_of.pop(id(batcher.model), None)
+
+        task = asyncio.ensure_future(drain())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        await asyncio.shield(task)
+
+    @staticmethod
+    def _newest_version(model_dir: Path) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            versions = model_versions(model_dir)
+            return str(versions[-1]) if versions else ""
+        return ""

@@ -2,11 +2,13 @@
 
 Statistics are plain integers updated on the event loop thread (no locks on the hot path); the Prometheus
 children are resolved once per (model, protocol) so a request costs a few dict lookups, and model labels come
-only from loaded models (an unknown name is counted as "_unknown", so fuzzed names cannot grow the registry).
+only from models that were loaded, at startup or by a load request (an unknown name is counted as "_unknown", so
+fuzzed names cannot grow the registry). The series are per model name: they continue across a reload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,6 +148,10 @@ class ServerMetrics:
         )
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
+    def add_model(self, model: str) -> None:
+        """A model loaded after startup (model control) is counted under its own name from now on."""
+        self._models.add(model)
+
     def label(self, model: str) -> str:
         return model if model in self._models else UNKNOWN_MODEL
 
@@ -163,3 +169,8 @@ class ServerMetrics:
     def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
         """The queue depth is read at scrape time, so enqueueing costs nothing."""
         self.queue_depth.labels(model).set_function(depth)
+
+    def unwatch_queue(self, model: str) -> None:
+        """An unloaded model's queue gauge goes away (and stops holding the unloaded batcher)."""
+        with contextlib.suppress(KeyError):
+            self.queue_depth.remove(model)

@@ -20,9 +20,10 @@ from slipway.steps.compress import (
 )
 from slipway.steps.data import prepare_data
 from slipway.steps.deploy import deploy_model
-from slipway.steps.drift import check_window, export_captured_window, retrain
+from slipway.steps.drift import check_window, export_captured_window
 from slipway.steps.record import Produced, record_run
 from slipway.steps.release import gate_candidate, package_for_triton, promote_candidate, register_candidate
+from slipway.steps.retrain import retrain
 from slipway.steps.start import start_run
 from slipway.steps.train import distill_student, train_teacher, training_metadata
 

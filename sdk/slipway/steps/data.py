@@ -20,7 +20,9 @@ class DataInfo(BaseModel):
 
 def prepare_data(cfg: SlipwayConfig, dataset_path: Path, reference_path: Path) -> DataInfo:
     """Load and split the data, save the splits and the drift reference sample."""
-    splits = data_lib.load_dataset(cfg.data, cfg.seed)
+    from slipway.cluster.storage import download
+
+    splits = data_lib.load_dataset(cfg.data, cfg.seed, download=download)
     data_lib.save_splits(splits, dataset_path)
     data_lib.save_reference(splits, reference_path, cfg.data.reference_samples, cfg.seed)
     return DataInfo(

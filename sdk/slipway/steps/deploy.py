@@ -1,7 +1,8 @@
 """The pipeline's deploy step: a KServe canary rollout in the cluster, a served smoke test on one machine.
 
 Locally the packaged repository is served by `slipway serve` on 127.0.0.1, smoke-tested over HTTP and gRPC
-with tritonclient (the same client code that talks to KServe + Triton), and stopped.
+with tritonclient (the same client code that talks to KServe + Triton), and stopped; or, with
+`deploy.serve_url`, the new version goes to a server that keeps running (the drift loop's local rollout).
 """
 
 from __future__ import annotations
@@ -25,6 +26,39 @@ def deploy_local(repo_dir: Path, model: str) -> dict[str, Any]:
         http = smoke_test(server.url, model, "http")
         grpc = smoke_test(server.grpc_url, model, "grpc")
     return {"target": "local", "model": model, "smoke": {"http": http, "grpc": grpc}}
+
+
+def deploy_to_server(repo_dir: Path, model: str, url: str, served_repository: Path) -> dict[str, Any]:
+    """Put the packaged version beside the ones a running `slipway serve` holds and load it through Triton's
+    model control API: the server loads and checks the new version, then swaps to it without failing a request.
+
+    The version folder is staged under a non-numeric name and renamed, so the server never sees half of it."""
+    import os
+    import shutil
+    import tempfile
+
+    from slipway.core.errors import SlipwayError
+    from slipway.serving.client import InferenceClient, smoke_test
+    from slipway.serving.triton_repository import CONFIG_FILE, model_versions
+
+    source = repo_dir / model
+    version = model_versions(source)[-1]
+    target = served_repository / model
+    target.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".incoming-{version}-", dir=target))
+    shutil.copytree(source / str(version), staged, dirs_exist_ok=True)
+    shutil.copyfile(source / CONFIG_FILE, staged / CONFIG_FILE)
+    shutil.rmtree(target / str(version), ignore_errors=True)  # the same version again: replaced
+    os.replace(staged / CONFIG_FILE, target / CONFIG_FILE)
+    os.replace(staged, target / str(version))
+    with InferenceClient(url) as client:
+        client.load_model(model)
+        served = client.metadata(model)["versions"]
+    if served != [str(version)]:
+        raise SlipwayError(
+            f"deploy.serve_url: {url} serves {model} versions {served} after loading v{version}"
+        )
+    return {"served_version": str(version), "smoke": {"http": smoke_test(url, model, "http")}}
 
 
 def deploy_kserve(cfg: SlipwayConfig, repo_uri: str, model: str) -> dict[str, Any]:
@@ -60,6 +94,9 @@ def deploy_model(cfg: SlipwayConfig, run_id: str, repo_dir: Path, repo_uri: str)
     model = cfg.registry.model_name
     if cfg.deploy.target == "none":
         outcome: dict[str, Any] = {"target": "none", "model": model}
+    elif cfg.deploy.target == "local" and cfg.deploy.serve_url and cfg.deploy.serve_repository:
+        served = deploy_to_server(repo_dir, model, cfg.deploy.serve_url, Path(cfg.deploy.serve_repository))
+        outcome = {"target": "local", "model": model, "url": cfg.deploy.serve_url, **served}
     elif cfg.deploy.target == "local":
         outcome = deploy_local(repo_dir, model)
     else:

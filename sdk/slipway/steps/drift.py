@@ -1,4 +1,4 @@
-"""Steps of the recurring drift pipeline: export the captured window, detect drift, maybe retrain."""
+"""Steps of the recurring drift pipeline: export the captured window, detect drift (retrain: steps.retrain)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from slipway.core.config import SlipwayConfig
-from slipway.core.errors import ConfigError, DataError
+from slipway.core.errors import DataError
 
 log = logging.getLogger(__name__)
 ATTACHMENT_RE = re.compile(r'filename="([A-Za-z0-9._-]+)"')
@@ -65,31 +65,3 @@ def check_window(cfg: SlipwayConfig, window_path: Path, report_dir: Path):
     with tempfile.TemporaryDirectory(prefix="slipway-reference-") as tmp:
         reference = fetch(f"{cfg.monitor.url.rstrip('/')}/v1/reference", Path(tmp), "reference.npz")
         return detect_drift(reference, window_path, report_dir, drift)
-
-
-def retrain(cfg: SlipwayConfig) -> str:
-    """Submit the compiled retraining pipeline to Kubeflow Pipelines when configured; returns what was done."""
-    if not cfg.monitor.retrain:
-        log.info("drift detected; retraining is off (monitor.retrain=false)")
-        return "off"
-    if not cfg.monitor.kfp_host:
-        raise ConfigError("monitor.retrain is true but monitor.kfp_host is not set: where should the run go?")
-    if not cfg.monitor.retrain_package:
-        raise ConfigError(
-            "monitor.retrain is true but monitor.retrain_package is not set: compile the training pipeline "
-            f"(`slipway compile {cfg.monitor.retrain_pipeline} -o retrain.yaml`) and point it at that file or URI"
-        )
-    from slipway.cluster.kfp_client import submit_package
-    from slipway.cluster.storage import download
-
-    with tempfile.TemporaryDirectory(prefix="slipway-retrain-") as tmp:
-        package = download(cfg.monitor.retrain_package, Path(tmp) / "pipeline.yaml")
-        run = submit_package(
-            package,
-            run_name=f"retrain {cfg.monitor.retrain_pipeline} after drift in {cfg.name}",
-            experiment=cfg.registry.experiment,
-            service_account=cfg.cluster.service_account,
-            host=cfg.monitor.kfp_host,
-        )
-    log.info("drift detected; submitted %s as run %s", cfg.monitor.retrain_pipeline, run.run_id)
-    return run.run_id

@@ -17,11 +17,45 @@ from slipway.steps.common import EvaluationReport
 log = logging.getLogger(__name__)
 
 
-def gate_candidate(cfg: SlipwayConfig, run_id: str, report_path: Path, decision_path: Path) -> GateDecision:
-    """Decide against thresholds, the teacher and the registry's champion; the decision is data, not an error."""
+def gate_candidate(
+    cfg: SlipwayConfig,
+    run_id: str,
+    report_path: Path,
+    decision_path: Path,
+    *,
+    dataset_path: Path | None = None,
+    candidate_onnx: Path | None = None,
+) -> GateDecision:
+    """Decide against thresholds, the teacher and the registry's champion; the decision is data, not an error.
+
+    Given this run's dataset and the candidate's ONNX, the champion's registered ONNX is downloaded and both run
+    on the test split (and the recent split, when the data has one), so the champion is judged on the same rows;
+    otherwise, or when it cannot run on this data, the gate uses the champion's recorded accuracy.
+    """
+    import tempfile
+
+    from slipway.core.errors import DataError
+    from slipway.evaluation.gate import SameDataAccuracy, measure_on_same_data
+
     report = EvaluationReport.model_validate_json(report_path.read_text())
+    champion = registry.champion(cfg.registry)
+    measured: SameDataAccuracy | None = None
+    if dataset_path is not None and candidate_onnx is not None:
+        verify_artifact(candidate_onnx)
+        splits = data_lib.load_splits(dataset_path)
+        if splits.fingerprint != report.dataset_fingerprint:
+            raise DataError(
+                f"gate: the report was measured on dataset {report.dataset_fingerprint[:12]}, "
+                f"but the gate was given {splits.name} {splits.fingerprint[:12]}"
+            )
+        with tempfile.TemporaryDirectory(prefix="slipway-champion-") as tmp:
+            champion_onnx = registry.download_model(cfg.registry, champion.version, tmp) if champion else None
+            measured = measure_on_same_data(candidate_onnx, champion_onnx, splits, cfg.evaluate.threads)
+        metrics = {f"gate.{split}_accuracy": acc for split, acc in measured.candidate.items()}
+        metrics |= {f"gate.champion_{split}_accuracy": acc for split, acc in measured.champion.items()}
+        registry.log_metrics(cfg.registry, run_id, metrics)
     decision = decide(
-        report.student, report.teacher, cfg.gate, registry.champion(cfg.registry), report.dataset_fingerprint
+        report.student, report.teacher, cfg.gate, champion, report.dataset_fingerprint, measured
     )
     decision_path.write_text(decision.model_dump_json(indent=2))
     registry.set_tags(
@@ -94,7 +128,8 @@ def package_for_triton(
     log both with the registered version."""
     from slipway.serving.triton_repository import write_model
 
-    model_dir = write_model(repo_dir, cfg.registry.model_name, student_onnx, cfg.triton)
+    # Triton's version number is the registry's: a server holding two versions serves the newer one.
+    model_dir = write_model(repo_dir, cfg.registry.model_name, student_onnx, cfg.triton, version=int(version))
     registry.log_model_repository(cfg.registry, version, repo_dir)
     rows = drift_reference(student_onnx, reference, reference_out)
     registry.log_artifact(cfg.registry, run_id, reference_out, "drift", "reference.npz")
