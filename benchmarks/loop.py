@@ -386,7 +386,7 @@ def main() -> None:
 
     @click.command()
     @click.option("--output", type=click.Path(path_type=Path), default=Path("docs"), show_default=True)
-    @click.option("--runs", type=click.IntRange(1, 5), default=1, show_default=True)
+    @click.option("--runs", type=click.IntRange(1, 5), default=3, show_default=True)
     def bench(output: Path, runs: int) -> None:
         """Time the drift loop (each run about 6 minutes on 2 cores); write <output>/benchmarks/loop.json."""
         slipway = Path(sys.executable).with_name("slipway")
