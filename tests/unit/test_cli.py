@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -38,3 +39,20 @@ def test_compile_embeds_the_resolved_config(tmp_path: Path) -> None:
     spec = next(yaml.safe_load_all(out.read_text()))
     default = spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
     assert default["seed"] == 7 and default["name"] == "quickstart"
+
+
+@pytest.mark.parametrize(
+    ("gate_passed", "failed", "gated", "status"),
+    [
+        (True, False, True, "succeeded"),
+        (False, False, True, "rejected"),
+        (None, False, True, "failed"),  # a gated pipeline that never reached its gate
+        (None, False, False, "succeeded"),  # the drift pipeline has no gate
+        (None, True, False, "failed"),
+        (True, True, True, "failed"),
+    ],
+)
+def test_run_status(gate_passed: bool | None, failed: bool, gated: bool, status: str) -> None:
+    from slipway.core.summary import status_of
+
+    assert status_of(gate_passed, failed, gated) == status

@@ -92,9 +92,7 @@ def status_of(gate_passed: bool | None, failed: bool, gated: bool = True) -> Sta
     """A gated pipeline that never reached its gate failed; one without a gate (drift) succeeds by finishing."""
     if failed or (gated and gate_passed is None):
         return "failed"
-    if not gated:
-        return "succeeded"
-    return "succeeded" if gate_passed else "rejected"
+    return "rejected" if gated and not gate_passed else "succeeded"
 
 
 def render(summary: RunSummary, console: Console | None = None) -> None:
