@@ -297,7 +297,8 @@ def test_queued_requests_finish_on_the_old_version(repo: Path) -> None:
 
     async def scenario() -> None:
         await core.start()
-        v1, old = core.models["direct"], core.batchers["direct"]
+        v1 = core.models["direct"]
+        old = core._batcher_of[id(v1)]
         gate = threading.Event()
         run = old._run
 

@@ -24,10 +24,8 @@ import orjson
 
 from slipway.core.errors import EventError, UnsupportedMediaTypeError
 from slipway.serving.datatypes import V2_TO_NUMPY
-from slipway.serving.http_body import HEADER_LENGTH, json_header_size
+from slipway.serving.http_body import HEADER_LENGTH, REQUEST_TYPE, RESPONSE_TYPE, json_header_size
 
-REQUEST_TYPE = "org.kubeflow.serving.inference.request"
-RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 EVENT_KINDS: dict[str, Literal["request", "response"]] = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
 MAX_TENSORS = 16
 MAX_RANK = 8

@@ -8,6 +8,9 @@ from starlette.requests import Request
 from slipway.core.errors import InvalidInputError, PayloadTooLargeError
 
 HEADER_LENGTH = "inference-header-content-length"  # Triton's binary tensor data extension
+# KServe's payload logger: the CloudEvent types of an inference's request and response (serve sends, monitor reads)
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:

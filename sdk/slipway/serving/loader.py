@@ -164,14 +164,18 @@ MODEL_CONTROL_MODES = ("none", "explicit")
 LOAD_ALL = "*"
 
 
+def check_model_control_mode(mode: str) -> None:
+    if mode not in MODEL_CONTROL_MODES:
+        raise ConfigError(f"model control mode {mode!r} is not one of {', '.join(MODEL_CONTROL_MODES)}")
+
+
 def startup_models(repo: str | Path, mode: str = "none", load_models: Sequence[str] = ()) -> list[str]:
     """The models to load before the server opens its ports, with Triton's rules for the two control modes.
 
     none: every model of the repository (and --load-model is refused: it would have no effect). explicit: only
     the --load-model names, `*` alone meaning all of them; an empty list starts the server with no model.
     """
-    if mode not in MODEL_CONTROL_MODES:
-        raise ConfigError(f"model control mode {mode!r} is not one of {', '.join(MODEL_CONTROL_MODES)}")
+    check_model_control_mode(mode)
     available = list_models(repo)
     if mode == "none":
         if load_models:

@@ -22,11 +22,9 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from slipway.serving.datatypes import NUMPY_TO_V2
-from slipway.serving.http_body import HEADER_LENGTH
+from slipway.serving.http_body import HEADER_LENGTH, REQUEST_TYPE, RESPONSE_TYPE
 
 log = logging.getLogger(__name__)
-REQUEST_TYPE = "org.kubeflow.serving.inference.request"
-RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 ATTEMPTS = 3
 
 

@@ -5,7 +5,7 @@ HTTP and gRPC run on one event loop and share these batchers, so requests from b
 and the queue limit covers the whole server.
 
 A reload never fails a request: the new version is loaded off the loop and its batcher started first; then the
-model, batcher and statistics entries are replaced in one step with no await in between (atomic on the event
+model and statistics entries are replaced in one step with no await in between (atomic on the event
 loop), so each request is validated and queued against one version; the old batcher keeps working until its
 queue is empty (`ModelBatcher.drain`), and `infer` finds a request's batcher by the model object it was
 validated against, never by name.
@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 import slipway
 from slipway.core.errors import ConfigError, InvalidInputError, NotFoundError, OverloadedError, SlipwayError
 from slipway.serving.batcher import ModelBatcher
-from slipway.serving.loader import MODEL_CONTROL_MODES, LoadedModel, SessionOptions, load_model_dir
+from slipway.serving.loader import LoadedModel, SessionOptions, check_model_control_mode, load_model_dir
 from slipway.serving.payload_logger import PayloadLogger
 from slipway.serving.stats import ModelStats, ServerMetrics
 from slipway.serving.triton_repository import list_models, model_versions
@@ -129,10 +129,7 @@ class InferenceCore:
         session_options: SessionOptions | None = None,
         model_control_mode: str = "none",
     ) -> None:
-        if model_control_mode not in MODEL_CONTROL_MODES:
-            raise ConfigError(
-                f"model control mode {model_control_mode!r} is not one of {', '.join(MODEL_CONTROL_MODES)}"
-            )
+        check_model_control_mode(model_control_mode)
         if model_control_mode == "explicit" and repository is None:
             raise ConfigError("model control mode explicit needs the repository to load models from")
         self.models = models
@@ -142,11 +139,10 @@ class InferenceCore:
         self.model_control_mode = model_control_mode
         self.metrics = ServerMetrics(list(models))
         self.stats = {name: ModelStats(name, m.version) for name, m in models.items()}
-        self.batchers: dict[str, ModelBatcher] = {}  # the served version's batcher, by model name
         self.ready = False
         self.incoming = 0  # inference requests received but not yet queued (being read or decoded)
         # Every batcher still working, by id of its model (the served ones and old versions draining after a
-        # reload): a request runs on the version it was validated against.
+        # reload): a request runs on the version it was validated against, and a served model's is found here.
         self._batcher_of: dict[int, ModelBatcher] = {}
         # A model not served -> (version, reason), for the index: unloaded, or its first load failed.
         self._unavailable: dict[str, tuple[str, str]] = {}
@@ -164,7 +160,7 @@ class InferenceCore:
     async def start(self) -> None:
         """Create the batchers on the running loop; the server reports ready only after this."""
         for name, model in self.models.items():
-            self.batchers[name] = self._start_batcher(model, self.stats[name])
+            self._start_batcher(model, self.stats[name])
         if self.options.logger_url:
             self.payload_logger = PayloadLogger(self.options.logger_url, self.metrics.registry)
             self.payload_logger.start()
@@ -336,10 +332,10 @@ class InferenceCore:
                 raise OverloadedError(f"model {name!r} not loaded: the server is shutting down")
             self.metrics.add_model(name)
             stats = ModelStats(name, model.version)
-            batcher = self._start_batcher(model, stats)
-            old = self.batchers.get(name)
+            self._start_batcher(model, stats)  # found by id(model) once the model is swapped in
+            old = self._batcher_of[id(served)] if served is not None else None
             # The swap: no await between these writes, so a request sees the old version or the new one.
-            self.models[name], self.batchers[name], self.stats[name] = model, batcher, stats
+            self.models[name], self.stats[name] = model, stats
             self._unavailable.pop(name, None)
             previous = f" (was {served.version})" if served is not None else ""
             log.info("model serving name=%s version=%s%s", name, model.version, previous)
@@ -361,7 +357,7 @@ class InferenceCore:
                 if self._unavailable.get(name, ("", ""))[1] == UNLOADED:
                     return  # already unloaded: nothing to do
                 raise never_served
-            batcher = self.batchers.pop(name)
+            batcher = self._batcher_of[id(model)]
             del self.stats[name]
             self._unavailable[name] = (model.version, UNLOADED)
             self.metrics.unwatch_queue(name)
