@@ -371,6 +371,26 @@ def log_model_repository(cfg: RegistryConfig, version: str, repo_dir: str | Path
     return artifact_uri
 
 
+def download_model_repository(cfg: RegistryConfig, version: str, dst_dir: str | Path) -> Path:
+    """Download the Triton model repository logged with a version; returned only if its directory digest
+    equals the version's tag (a changed or partial download is deleted and refused)."""
+    import shutil
+
+    mv = _model_version(cfg, cfg.model_name, version=version)
+    why = "it was registered without a packaged repository (the package step logs it)"
+    uri = _required_tag(mv, MODEL_REPOSITORY_TAG, why)
+    expected = _required_tag(mv, MODEL_REPOSITORY_SHA256_TAG, why)
+    path = _download(cfg, uri, dst_dir)
+    actual = directory_sha256(path)
+    if actual != expected:
+        shutil.rmtree(path, ignore_errors=True)
+        raise RegistryError(
+            f"{cfg.model_name} v{mv.version}: the downloaded model repository has digest {actual}, but its "
+            f"{MODEL_REPOSITORY_SHA256_TAG} tag expects {expected}; it was deleted and refused"
+        )
+    return path
+
+
 def directory_sha256(root: str | Path) -> str:
     """One digest for a folder: sha256 over sorted `<sha256>  <relative path>` lines (sha256sum format)."""
     root = Path(root)
@@ -442,6 +462,11 @@ def describe_version(cfg: RegistryConfig, version: str, run_id: str | None = Non
         aliases=sorted(mv.aliases),
         run_id=run_id or mv.run_id,
     )
+
+
+def version_by_alias(cfg: RegistryConfig, alias: str) -> str:
+    """The version an alias (`champion`, `challenger`) points at; NotFoundError says where it looked."""
+    return str(_model_version(cfg, cfg.model_name, alias=alias).version)
 
 
 def promote(cfg: RegistryConfig, version: str) -> RegisteredVersion:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 import pytest
+from k8s_double import FakeClock, KServeDouble
+from kubernetes import client as k8s
 from serving_helpers import INPUT_SHAPE, digits_cnn, make_repo
 
 from slipway.compression.onnx_export import export_onnx
@@ -37,3 +39,24 @@ def server(model_repo: Path) -> Iterator[ServerHandle]:
     options = ServerOptions(max_queue=64, timeout_s=10.0, max_body_bytes=1 << 20, shutdown_grace_s=1.0)
     with start_server(model_repo, threads=1, options=options) as handle:
         yield handle
+
+
+# The Kubernetes API double (rollout and experiment tests): time is a FakeClock shared with the waits.
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def double(clock: FakeClock) -> Iterator[KServeDouble]:
+    server = KServeDouble(ready_after_s=0.05, clock=clock).start()  # Ready after 3 polls of 0.02 s
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api(double: KServeDouble) -> k8s.CustomObjectsApi:
+    """The real kubernetes client, talking HTTP to the double."""
+    config = k8s.Configuration()
+    config.host = double.url
+    return k8s.CustomObjectsApi(k8s.ApiClient(config))

@@ -1,11 +1,14 @@
 """A local test double of the Kubernetes API server + KServe controller, a Triton v2 endpoint and Prometheus.
 
-It is NOT a real cluster: one HTTP server on 127.0.0.1 that implements only what Slipway's rollout uses,
-so the real `kubernetes` client can be exercised end to end:
+It is NOT a real cluster: one HTTP server on 127.0.0.1 that implements only what Slipway's rollout and
+experiments use, so the real `kubernetes` client can be exercised end to end:
 
-- GET/POST /apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices[/{name}] and PATCH with
-  merge-patch (RFC 7386, what CustomObjectsApi sends) or json-patch (RFC 6902); resourceVersion
+- GET/POST/DELETE /apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices[/{name}] and PATCH
+  with merge-patch (RFC 7386, what CustomObjectsApi sends) or json-patch (RFC 6902); resourceVersion
   preconditions (409), NotFound/AlreadyExists Status bodies like the real server.
+- GET/POST/DELETE /apis/serving.kserve.io/v1alpha1/namespaces/{ns}/inferencegraphs[/{name}], refusing (422)
+  what KServe's InferenceGraph webhook refuses (no `root` node, a step with no or several targets, Splitter
+  weights not summing to 100); a graph is Ready at once with a URL on the double (no router runs).
 - A simplified KServe Knative-mode controller: a new revision per predictor change, revisions Ready
   `ready_after_s` after their creation on the double's `clock` (a `FakeClock` that the Rollout's injected
   sleep advances makes readiness follow polls, not wall time), traffic split by canaryTrafficPercent
@@ -36,6 +39,9 @@ from loopback import LoopbackServer
 
 ISVC_PATH = re.compile(
     r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices(?:/(?P<name>[^/]+))?$"
+)
+GRAPH_PATH = re.compile(
+    r"^/apis/serving\.kserve\.io/v1alpha1/namespaces/(?P<ns>[^/]+)/inferencegraphs(?:/(?P<name>[^/]+))?$"
 )
 REVISION_PATH = re.compile(r"^/revisions/(?P<rev>[^/]+)(?P<rest>/v2.*)$")
 
@@ -141,6 +147,7 @@ class KServeDouble:
         self.requests: list[tuple[str, str, str, Any]] = []  # method, path, content-type, body
         self.infer_calls: list[str] = []  # revision names that received a v2 inference
         self._items: dict[tuple[str, str], IsvcState] = {}
+        self._graphs: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._rv = 0
         self._http = LoopbackServer(self._handler())
@@ -164,6 +171,17 @@ class KServeDouble:
         with self._lock:
             state = self._items[(namespace, name)]
             return self._render(state)
+
+    def exists(self, namespace: str, name: str) -> bool:
+        """Whether an InferenceService of that name is stored."""
+        with self._lock:
+            return (namespace, name) in self._items
+
+    def stored_graph(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The InferenceGraph as the API returns it, or None."""
+        with self._lock:
+            graph = self._graphs.get((namespace, name))
+            return self._render_graph(graph) if graph is not None else None
 
     # --- controller simulation ---
     def _next_rv(self) -> str:
@@ -254,6 +272,9 @@ class KServeDouble:
             "conditions": [{"type": "IngressReady", "status": "True"}, predictor_ready, ready],
             "url": f"{base}/isvc/{ns}/{name}",
         }
+        if latest_ready is not None:  # KServe's cluster-local address, what an InferenceGraph routes to
+            host = name if mode == "Knative" else f"{name}-predictor"
+            status["address"] = {"url": f"http://{host}.{ns}.svc.cluster.local"}
         if mode == "Knative":
             status["components"] = {
                 "predictor": {
@@ -308,9 +329,12 @@ class KServeDouble:
             def do_PATCH(self) -> None:
                 self._dispatch("PATCH")
 
+            def do_DELETE(self) -> None:
+                self._dispatch("DELETE")
+
             def _dispatch(self, method: str) -> None:
                 parsed = urlparse(self.path)
-                body = self._body() if method in ("POST", "PATCH") else None
+                body = self._body() if method in ("POST", "PATCH", "DELETE") else None
                 if parsed.path == "/api/v1/query":
                     query = parse_qs(parsed.query).get("query", [""])[0]
                     self._send(200, double._prom(query))
@@ -318,6 +342,12 @@ class KServeDouble:
                 rev_match = REVISION_PATH.match(parsed.path)
                 if rev_match:
                     code, payload = double._triton(method, rev_match["rev"], rev_match["rest"], body)
+                    self._send(code, payload)
+                    return
+                graph_match = GRAPH_PATH.match(parsed.path)
+                if graph_match:
+                    double.requests.append((method, parsed.path, self.headers.get("Content-Type", ""), body))
+                    code, payload = double._graph(method, graph_match["ns"], graph_match["name"], body)
                     self._send(code, payload)
                     return
                 match = ISVC_PATH.match(parsed.path)
@@ -346,7 +376,56 @@ class KServeDouble:
                 return 200, self._render(state)
             if method == "PATCH":
                 return self._patch(state, ctype, body)
+            if method == "DELETE":
+                del self._items[(ns, name)]
+                return 200, _deleted("inferenceservices", name)
             return 405, _status(405, "MethodNotAllowed", method)
+
+    # --- InferenceGraphs ---
+    def _graph(self, method: str, ns: str, name: str | None, body: Any) -> tuple[int, Any]:
+        with self._lock:
+            if method == "POST" and name is None:
+                return self._create_graph(ns, body)
+            if name is None:
+                return 405, _status(405, "MethodNotAllowed", "list is not implemented by this double")
+            graph = self._graphs.get((ns, name))
+            if graph is None:
+                return 404, _status(404, "NotFound", f'inferencegraphs.serving.kserve.io "{name}" not found')
+            if method == "GET":
+                return 200, self._render_graph(graph)
+            if method == "DELETE":
+                del self._graphs[(ns, name)]
+                return 200, _deleted("inferencegraphs", name)
+            return 405, _status(405, "MethodNotAllowed", method)
+
+    def _create_graph(self, ns: str, body: dict[str, Any]) -> tuple[int, Any]:
+        name = (body.get("metadata") or {}).get("name")
+        if body.get("kind") != "InferenceGraph" or body.get("apiVersion") != "serving.kserve.io/v1alpha1":
+            return 400, _status(400, "BadRequest", "kind/apiVersion mismatch")
+        if (ns, name) in self._graphs:
+            return 409, _status(
+                409, "AlreadyExists", f'inferencegraphs.serving.kserve.io "{name}" already exists'
+            )
+        problem = _graph_problem(body)
+        if problem:
+            return 422, _status(422, "Invalid", problem)
+        graph = copy.deepcopy(body)
+        graph.pop("status", None)
+        graph["metadata"].update(
+            namespace=ns, generation=1, resourceVersion=self._next_rv(), uid=str(uuid.uuid4())
+        )
+        self._graphs[(ns, name)] = graph
+        return 201, self._render_graph(graph)
+
+    def _render_graph(self, graph: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(graph)
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        obj["status"] = {
+            "observedGeneration": obj["metadata"]["generation"],
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "url": f"{self.url}/graphs/{ns}/{name}",
+        }
+        return obj
 
     def _create(self, ns: str, body: dict[str, Any]) -> tuple[int, Any]:
         meta = body.get("metadata") or {}
@@ -469,6 +548,35 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
         "reason": reason,
         "code": code,
     }
+
+
+def _deleted(plural: str, name: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Success",
+        "details": {"name": name, "group": "serving.kserve.io", "kind": plural},
+    }
+
+
+def _graph_problem(obj: dict[str, Any]) -> str | None:
+    """What KServe's InferenceGraph validating webhook refuses (pkg/apis/serving/v1alpha1)."""
+    nodes = (obj.get("spec") or {}).get("nodes") or {}
+    if "root" not in nodes:
+        return (
+            "root node not found, InferenceGraph needs a node with name 'root' as the root node of the graph"
+        )
+    for node_name, node in nodes.items():
+        steps = node.get("steps") or []
+        for i, step in enumerate(steps):
+            targets = [k for k in ("nodeName", "serviceName", "serviceUrl") if step.get(k)]
+            if len(targets) != 1:
+                return f'Step {i} in node "{node_name}" must specify exactly one of nodeName, serviceName, serviceUrl'
+        if node.get("routerType") == "Splitter" and (
+            any(s.get("weight") is None for s in steps) or sum(s.get("weight") or 0 for s in steps) != 100
+        ):
+            return f"Node[{node_name}] splitter node: the sum of traffic weights for all routing targets should be 100"
+    return None
 
 
 def _schema_problem(obj: dict[str, Any]) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,25 +41,6 @@ FAST = RolloutSettings(ready_timeout_s=5, poll_interval_s=0.02, request_timeout_
 
 # stochastic: a threaded HTTP double; `make test-flaky` reruns these to show that they do not flake.
 pytestmark = [pytest.mark.timeout(30), pytest.mark.stochastic]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def double(clock: FakeClock) -> Iterator[KServeDouble]:
-    server = KServeDouble(ready_after_s=0.05, clock=clock).start()  # Ready after 3 polls of 0.02 s
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def api(double: KServeDouble) -> k8s.CustomObjectsApi:
-    config = k8s.Configuration()
-    config.host = double.url
-    return k8s.CustomObjectsApi(k8s.ApiClient(config))
 
 
 def _body(uri: str, percent: int | None = 10, mode: str = "Knative") -> dict:

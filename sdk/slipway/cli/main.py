@@ -136,6 +136,7 @@ def config_show(pipeline: str, config_file: str | None, overrides: tuple[str, ..
 def _register_subsystems() -> None:
     """Verbs owned by the other CLI modules; each keeps its heavy imports inside its commands."""
     from slipway.cli.deploy import deploy, rollout
+    from slipway.cli.experiment import experiment_group
     from slipway.cli.kubeflow import runs, schedule, submit
     from slipway.cli.monitor import drift_group, monitor_group
     from slipway.cli.serve import serve, smoke
@@ -144,6 +145,7 @@ def _register_subsystems() -> None:
         main.add_command(command)
     main.add_command(monitor_group, "monitor")
     main.add_command(drift_group, "drift")
+    main.add_command(experiment_group, "experiment")
 
 
 _register_subsystems()

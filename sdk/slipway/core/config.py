@@ -178,6 +178,11 @@ class RegistryConfig(StrictModel):
         None, description="for a new experiment; None: the server's default"
     )
     model_name: str = Field("slipway-quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    promote: bool = Field(
+        True,
+        description="false: a version that passes the gate stays `challenger` and the champion keeps its alias "
+        "(an A/B experiment decides: slipway experiment)",
+    )
 
 
 class TritonConfig(StrictModel):

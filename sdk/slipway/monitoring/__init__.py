@@ -2,8 +2,8 @@
 
 A domain package: imports slipway.core (and sibling domain packages); never steps, pipelines or cli.
 Modules, one job each: `events` (parse CloudEvents / v2 JSON), `store` (durable segment log), `window`
-(assemble a window of rows from the store), `features` (drift features), `drift` (Evidently report and alarm
-rule), `service` (HTTP app). Heavy imports (evidently) stay inside them so `import slipway.monitoring` is cheap.
+(assemble a window of rows from the store), `variants` (per-version counts for A/B experiments), `features`
+(drift features), `drift` (Evidently report and alarm rule), `service` (HTTP app). Heavy imports (evidently) stay inside them so `import slipway.monitoring` is cheap.
 """
 
 from __future__ import annotations

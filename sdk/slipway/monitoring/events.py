@@ -32,6 +32,8 @@ MAX_RANK = 8
 MAX_ID_CHARS = 256
 MAX_BATCH_ITEMS = 1024
 MAX_NAME_CHARS = 256
+MAX_FEEDBACK_ROWS = 1_000_000
+MAX_ABS_SCORE = 1e15  # squares summed over millions of rows stay finite
 JSON_TYPES = ("application/json",)
 BINARY_TYPES = ("application/octet-stream",)
 STRUCTURED_TYPES = ("application/cloudevents+json",)
@@ -116,18 +118,30 @@ class InferenceEvent:
 
 @dataclass(frozen=True)
 class Feedback:
-    """Ground-truth labels for the rows of one inference, sent later by the application."""
+    """Ground truth for the rows of one inference, sent later by the application: class labels, and/or a
+    score per row (a business metric such as a click or a rating, for experiments without class labels).
+
+    `labels` is empty when only scores were sent; `scores` is None when none were sent."""
 
     event_id: str
     labels: tuple[int, ...]
     received_at: float = 0.0
+    scores: tuple[float, ...] | None = None
 
     @property
     def key(self) -> str:
         return f"feedback:{self.event_id}"
 
     def to_payload(self) -> bytes:
-        header = {"k": "feedback", "id": self.event_id, "t": self.received_at, "labels": self.labels}
+        """Header-only record; `labels` is always there (empty for scores only) as window readers expect."""
+        header: dict[str, Any] = {
+            "k": "feedback",
+            "id": self.event_id,
+            "t": self.received_at,
+            "labels": self.labels,
+        }
+        if self.scores is not None:
+            header["scores"] = self.scores
         return orjson.dumps(header) + b"\n"
 
 
@@ -484,20 +498,56 @@ def parse_batch(
     return events
 
 
+def _feedback_scores(item: dict[str, Any], field: str) -> tuple[float, ...] | None:
+    """`scores` (one finite number per row) or `score` (a one-row inference); None when neither is given."""
+    if "scores" not in item and "score" not in item:
+        return None
+    scores = item["scores"] if "scores" in item else [item["score"]]
+    if (
+        not isinstance(scores, list)
+        or not 1 <= len(scores) <= MAX_FEEDBACK_ROWS
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_ABS_SCORE for v in scores
+        )
+    ):
+        what = "a finite number" if field.endswith(".score") else "a list of finite numbers, one per row"
+        raise EventError(f"{field}: expected {what} (at most {MAX_ABS_SCORE:g} in magnitude)")
+    return tuple(float(v) for v in scores)
+
+
 def parse_feedback(body: bytes) -> list[Feedback]:
-    """Parse `{"id": ..., "labels": [..]}` or a list of those: labels for the rows of an inference id."""
+    """Parse `{"id": ..., "labels": [..]}` or a list of those: labels for the rows of an inference id.
+
+    Each item may add a score per row (`scores: [..]`, or `score` for a one-row inference) and may then leave
+    the labels out: an experiment judged on a score has no class labels. Labels given with scores must be as
+    many as the scores.
+    """
     now = time.time()
     out: list[Feedback] = []
     for where, item in _items(loads(body), "feedback objects"):
         if not isinstance(item, dict):
             raise EventError(f"{where}: expected an object with 'id' and 'labels'")
         event_id = _check_id(item.get("id"), f"{where}.id")
+        scores_field = f"{where}.scores" if "scores" in item or "score" not in item else f"{where}.score"
+        scores = _feedback_scores(item, scores_field)
         labels = item.get("labels", [item["label"]] if "label" in item else None)
+        if labels is None and scores is not None:
+            out.append(Feedback(event_id, (), now, scores))
+            continue
         if (
             not isinstance(labels, list)
-            or not 1 <= len(labels) <= 1_000_000
+            or not 1 <= len(labels) <= MAX_FEEDBACK_ROWS
             or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in labels)
         ):
             raise EventError(f"{where}.labels: expected a list of non-negative integer class labels")
-        out.append(Feedback(event_id, tuple(labels), now))
+        if scores is not None and len(scores) != len(labels):
+            if scores_field.endswith(".score"):
+                raise EventError(
+                    f"{scores_field}: one score is for a one-row inference; send `scores`, one per row"
+                )
+            raise EventError(
+                f"{scores_field}: expected a list of finite numbers, one per row ({len(scores)} scores for "
+                f"{len(labels)} labels)"
+            )
+        out.append(Feedback(event_id, tuple(labels), now, scores))
     return out

@@ -44,6 +44,7 @@ REPORT_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z\-]{0,80}$")
 OFFLOAD_PARSE_BYTES = 256 * 1024
 MAX_WINDOW_ROWS = 100_000
 MAX_LISTED_EVENTS = 10_000
+SINCE_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{0,9})?")  # plain decimal unix seconds: no sign, exponent, inf
 
 
 class MonitorSettings(BaseModel):
@@ -123,6 +124,18 @@ class MonitorMetrics:
             "Seconds since the last drift window was computed (since start if none yet).",
             registry=r,
         )
+        self.variant_labelled = Gauge(
+            "slipway_monitor_variant_labelled_rows",
+            "Rows of a model version with a feedback label and a response, at the last GET /v1/variants.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.variant_accuracy = Gauge(
+            "slipway_monitor_variant_accuracy",
+            "Accuracy of a model version on its labelled rows, at the last GET /v1/variants (NaN: none).",
+            ["model", "version"],
+            registry=r,
+        )
         self.accuracy.set(math.nan)
 
 
@@ -144,6 +157,8 @@ class Monitor:
         self._drift_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slipway-drift")
         self._drift_running = threading.Lock()
         self._scheduled: concurrent.futures.Future[Any] | None = None
+        self._variant_series: dict[str, set[str]] = {}  # versions with gauges, per model
+        self._variant_lock = threading.Lock()
         self.metrics.window_age.set_function(
             lambda: time.time() - (self.last_run_at if self.last_run_at is not None else self.started_at)
         )
@@ -247,6 +262,26 @@ class Monitor:
                 )
         return out
 
+    def variant_summary(self, model: str, since: float) -> dict[str, Any]:
+        """Per-version counts of `model` since `since`, also published as gauges (blocking: run in a thread)."""
+        from slipway.monitoring.variants import variant_summary
+
+        summary = variant_summary(self.settings.data_dir, model, since)
+        m = self.metrics
+        with self._variant_lock:  # a version gone from the range loses its series
+            for version in self._variant_series.get(model, set()) - summary["variants"].keys():
+                m.variant_labelled.remove(model, version)
+                m.variant_accuracy.remove(model, version)
+            for version, stats in summary["variants"].items():
+                m.variant_labelled.labels(model, version).set(stats["labelled"])
+                accuracy = stats["accuracy"]
+                m.variant_accuracy.labels(model, version).set(math.nan if accuracy is None else accuracy)
+            if summary["variants"]:
+                self._variant_series[model] = set(summary["variants"])
+            else:  # nothing kept for names that match no traffic: a caller cannot grow this at will
+                self._variant_series.pop(model, None)
+        return summary
+
     def window_npz(self, size: int) -> bytes:
         """The newest `size` rows as the NPZ the drift pipeline reads (blocking: run in a worker thread)."""
         from slipway.monitoring.window import collect_window, save_samples
@@ -317,6 +352,28 @@ def _query_int(request: Request, name: str, default: int, most: int) -> int:
     return int(raw)
 
 
+def _query_model(request: Request) -> str:
+    """The required `model` query parameter: the model whose versions are compared."""
+    raw = request.query_params.get("model")
+    if raw is None:
+        raise DataError("model: required, the model name whose versions to compare (?model=NAME)")
+    if not raw or len(raw) > ev.MAX_NAME_CHARS or not raw.isprintable():
+        raise DataError(
+            f"model: expected a non-empty printable string of at most {ev.MAX_NAME_CHARS} characters"
+        )
+    return raw
+
+
+def _query_since(request: Request) -> float:
+    """The optional `since` query parameter: unix seconds >= 0 as plain decimal digits (default 0)."""
+    raw = request.query_params.get("since")
+    if raw is None:
+        return 0.0
+    if not SINCE_RE.fullmatch(raw):
+        raise DataError(f"since: expected unix seconds >= 0 (digits, optional decimals), got {raw!r:.40}")
+    return float(raw)
+
+
 def _ack(outcome: AppendOutcome, **extra: Any) -> JSONResponse:
     return JSONResponse({"stored": outcome.stored, "duplicates": outcome.duplicates, **extra})
 
@@ -373,6 +430,10 @@ def create_app(settings: MonitorSettings) -> Starlette:
     async def list_events(request: Request) -> Response:
         size = _query_int(request, "limit", 100, MAX_LISTED_EVENTS)
         return JSONResponse({"events": await asyncio.to_thread(monitor.recent_events, size)})
+
+    async def variants(request: Request) -> Response:
+        model, since = _query_model(request), _query_since(request)
+        return JSONResponse(await asyncio.to_thread(monitor.variant_summary, model, since))
 
     async def post_feedback(request: Request) -> Response:
         require_json(request)
@@ -434,6 +495,7 @@ def create_app(settings: MonitorSettings) -> Starlette:
             Route("/v1/batches", post_batch, methods=["POST"]),
             Route("/v1/feedback", post_feedback, methods=["POST"]),
             Route("/v1/events", list_events, methods=["GET"]),
+            Route("/v1/variants", variants, methods=["GET"]),
             Route("/v1/drift/run", run_drift, methods=["POST"]),
             Route("/v1/window", window, methods=["GET"]),
             Route("/v1/reference", reference, methods=["GET"]),

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import numpy as np
 
@@ -59,6 +59,7 @@ class InferenceClient:
         if protocol not in ("http", "grpc"):
             raise SlipwayError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
         self.url, ssl = _split_url(url)
+        self._scheme = "https" if ssl else "http"
         self.protocol = protocol
         self.timeout_s = timeout_s
         self.headers = headers or {}
@@ -132,6 +133,48 @@ class InferenceClient:
         """Triton's model control API: (re)load `model` from the server's repository (explicit mode)."""
         self._call(f"load model {model}", self._client.load_model, model)
         self._metadata.pop(model, None)
+
+    def start_experiment(self, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Split `model` between the spec's versions A and B (an A/B experiment; explicit mode); returns its
+        status: `{"spec": ..., "variants": {"a": {"version", "requests", "errors"}, "b": ...}}`."""
+        return self._experiment_call(f"start experiment on {model}", "POST", model, "", spec)
+
+    def experiment(self, model: str) -> dict[str, Any]:
+        """The running experiment of `model` (spec and per-variant counts); none -> NotFoundError."""
+        return self._experiment_call(f"experiment of {model}", "GET", model, "")
+
+    def stop_experiment(self, model: str, keep: str) -> dict[str, Any]:
+        """End the experiment: `keep` ("a" or "b") names the variant whose version serves on alone."""
+        self._metadata.pop(model, None)
+        return self._experiment_call(f"stop experiment on {model}", "POST", model, "/stop", {"keep": keep})
+
+    def _experiment_call(
+        self, what: str, method: str, model: str, suffix: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The experiment routes are a Slipway extension over HTTP (tritonclient has no call for them)."""
+        import httpx
+
+        if self.protocol != "http":
+            raise SlipwayError(f"{what}: experiments are served over HTTP only; use protocol='http'")
+        url = f"{self._scheme}://{self.url}/v2/models/{quote(model, safe='')}/experiment{suffix}"
+        try:
+            response = httpx.request(method, url, json=body, headers=self.headers, timeout=self.timeout_s)
+        except httpx.HTTPError as err:
+            raise InferenceClientError(f"{what} at {url} failed: {err}") from None
+        if response.status_code != 200:
+            try:
+                error = response.json()
+            except ValueError:
+                error = None
+            message = error["error"] if isinstance(error, dict) and "error" in error else response.text[:500]
+            text = f"{what} at {url}: {response.status_code} {message}"
+            if response.status_code == 503:
+                raise OverloadedError(text)
+            if response.status_code == 404:
+                raise NotFoundError(text)
+            raise InferenceClientError(text)
+        result: dict[str, Any] = response.json()
+        return result
 
     def infer(
         self,

@@ -2,6 +2,8 @@
 
 Using Triton's service definition keeps kserve (whose protos clash with tritonclient's) out of this process and
 gives the Triton-only RPCs (ModelConfig, ModelStatistics, RepositoryIndex, RepositoryModelLoad/Unload) for free.
+ModelInfer honours A/B experiments (a variant per request, named in the response's parameters); starting and
+stopping one is HTTP only (a Slipway extension with no RPC in Triton's service).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from slipway.core.errors import InvalidInputError, SlipwayError
 from slipway.serving.datatypes import NUMPY_TO_V2
+from slipway.serving.experiment import KEY_PARAMETER, Assignment
 from slipway.serving.service import InferenceCore
 from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
@@ -90,6 +93,16 @@ def _check_repository_name(name: str) -> None:
         raise InvalidInputError(
             f"repository_name {name!r} is not supported: slipway serve has one repository; leave it empty"
         )
+
+
+def _experiment_key(request: pb.ModelInferRequest) -> str | None:
+    """The sticky assignment key: the `experiment_key` string parameter, else the request id."""
+    if KEY_PARAMETER in request.parameters:
+        param = request.parameters[KEY_PARAMETER]
+        if param.WhichOneof("parameter_choice") != "string_param" or not param.string_param:
+            raise InvalidInputError(f"parameter {KEY_PARAMETER} must be a non-empty string_param")
+        return str(param.string_param)
+    return request.id or None
 
 
 class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -178,8 +191,13 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         started = time.perf_counter()
         status = 500
+        assignment: Assignment | None = None
         try:
             model = self.service.model_for_infer(request.model_name, request.model_version)
+            experiment = self.service.experiment_for_infer(request.model_name, request.model_version)
+            if experiment is not None:  # an A/B split: the variant answers (validation included)
+                assignment = experiment.assign(_experiment_key(request))
+                model = assignment.model
             arrays = decode_inputs(model, _request_tensors(request))
             names = check_outputs(model, [o.name for o in request.outputs])
             timeout_s = None
@@ -192,6 +210,9 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
             response = pb.ModelInferResponse(
                 model_name=model.name, model_version=model.version, id=request.id
             )
+            if assignment is not None:
+                for key, value in assignment.parameters().items():
+                    response.parameters[key].string_param = value
             for name in names:
                 arr = results[name]
                 response.outputs.add(name=name, datatype=NUMPY_TO_V2[arr.dtype.name], shape=arr.shape)
@@ -207,9 +228,10 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
             raise
         finally:
-            self.service.metrics.observe_request(
-                request.model_name, "grpc", time.perf_counter() - started, status
-            )
+            seconds = time.perf_counter() - started
+            self.service.metrics.observe_request(request.model_name, "grpc", seconds, status)
+            if assignment is not None:
+                self.service.record_assignment(assignment, seconds, status)
 
 
 async def build_grpc_server(

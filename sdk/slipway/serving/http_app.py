@@ -3,6 +3,8 @@
 Binary inputs are numpy views over the request body (`frombuffer`); binary outputs are written with `tobytes`,
 so no tensor is converted element by element. Every error is JSON `{"error": msg}` with the status of its
 `SlipwayError` class; anything unexpected is a logged 500 that never takes the server down.
+
+`/v2/models/{m}/experiment[/stop]` are a Slipway extension (A/B experiments; no Triton or KServe equivalent).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,9 +24,10 @@ from starlette.routing import Route
 
 from slipway.core.errors import InvalidInputError, SlipwayError
 from slipway.serving.datatypes import NUMPY_TO_V2
+from slipway.serving.experiment import KEY_HEADER, KEY_PARAMETER, Assignment
 from slipway.serving.http_body import HEADER_LENGTH, json_header_size, read_limited_body
 from slipway.serving.loader import LoadedModel
-from slipway.serving.service import InferenceCore
+from slipway.serving.service import EXPERIMENTS, InferenceCore
 from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
 log = logging.getLogger(__name__)
@@ -136,12 +139,27 @@ def _timeout_s(request: dict[str, Any]) -> float | None:
     return timeout_us / 1e6
 
 
+def _experiment_key(request: dict[str, Any], headers: Mapping[str, str]) -> str | None:
+    """The sticky assignment key: the `experiment_key` parameter, else the header, else the request id."""
+    key = _params(request, "request").get(KEY_PARAMETER)
+    if key is not None:
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"parameter {KEY_PARAMETER} must be a non-empty string, got {key!r:.60}")
+        return key
+    header = headers.get(KEY_HEADER)
+    if header:
+        return header
+    request_id = request.get("id")
+    return request_id if isinstance(request_id, str) and request_id else None
+
+
 def _infer_response(
     model: LoadedModel,
     request: dict[str, Any],
     names: list[str],
     binary: set[str],
     results: dict[str, np.ndarray],
+    assignment: Assignment | None = None,
 ) -> Response:
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
@@ -160,6 +178,8 @@ def _infer_response(
             entry["data"] = arr.reshape(-1).tolist()
         outputs.append(entry)
     payload: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+    if assignment is not None:
+        payload["parameters"] = assignment.parameters()
     if isinstance(request.get("id"), str):
         payload["id"] = request["id"]
     header = json.dumps(payload, separators=(",", ":")).encode()
@@ -249,6 +269,35 @@ def build_app(service: InferenceCore) -> Starlette:
         await service.unload_model(request.path_params["model"], await control_parameters(request))
         return Response(b"", 200)
 
+    async def json_body(request: Request, what: str) -> Any:
+        body = await read_limited_body(request, limit)
+        if not body.strip():
+            raise InvalidInputError(f"{what}: the request body must be a JSON object")
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as err:
+            raise InvalidInputError(f"{what}: the request body is not valid JSON: {err}") from None
+
+    async def start_experiment(request: Request) -> Response:
+        service.require_model_control(EXPERIMENTS)
+        spec = await json_body(request, "experiment")
+        return _json(await service.start_experiment(request.path_params["model"], spec))
+
+    async def experiment_status(request: Request) -> Response:
+        return _json(service.experiment_status(request.path_params["model"]))
+
+    async def stop_experiment(request: Request) -> Response:
+        service.require_model_control(EXPERIMENTS)
+        body = await json_body(request, "stop")
+        if not isinstance(body, dict):
+            raise InvalidInputError('stop: the body must be a JSON object such as {"keep": "a"}')
+        unknown = sorted(set(body) - {"keep"})
+        if unknown:
+            raise InvalidInputError(f"stop: unrecognized field(s) {unknown} (only 'keep')")
+        if "keep" not in body:
+            raise InvalidInputError("keep: required, 'a' or 'b' (the variant whose version keeps serving)")
+        return _json(await service.stop_experiment(request.path_params["model"], body["keep"]))
+
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), 200, media_type=CONTENT_TYPE_LATEST)
 
@@ -256,12 +305,17 @@ def build_app(service: InferenceCore) -> Starlette:
         started = time.perf_counter()
         name = request.path_params["model"]
         status = 500
+        assignment: Assignment | None = None
         try:
             service.incoming += 1  # tells the batcher another request is on its way
             try:
                 body = await read_limited_body(request, limit)
                 model = service.model_for_infer(name, version(request))
                 payload, binary = _split_request(body, request.headers.get(HEADER_LENGTH))
+                experiment = service.experiment_for_infer(name, version(request))
+                if experiment is not None:  # an A/B split: the variant answers (validation included)
+                    assignment = experiment.assign(_experiment_key(payload, request.headers))
+                    model = assignment.model
                 arrays = decode_inputs(model, _request_tensors(payload, binary))
                 names, binary_out = _requested_outputs(model, payload)
             finally:
@@ -270,14 +324,17 @@ def build_app(service: InferenceCore) -> Starlette:
             results = await service.infer(
                 model, arrays, _timeout_s(payload), request_id if isinstance(request_id, str) else ""
             )
-            response = _infer_response(model, payload, names, binary_out, results)
+            response = _infer_response(model, payload, names, binary_out, results, assignment)
             status = 200
             return response
         except SlipwayError as err:
             status = err.http_status
             raise
         finally:
-            metrics.observe_request(name, "http", time.perf_counter() - started, status)
+            seconds = time.perf_counter() - started
+            metrics.observe_request(name, "http", seconds, status)
+            if assignment is not None:
+                service.record_assignment(assignment, seconds, status)
 
     model_paths = ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"]
     routes = [
@@ -289,6 +346,10 @@ def build_app(service: InferenceCore) -> Starlette:
         Route("/v2/repository/models/{model}/load", guarded(load_model), methods=["POST"]),
         Route("/v2/repository/models/{model}/unload", guarded(unload_model), methods=["POST"]),
         Route("/metrics", guarded(prometheus), methods=["GET"]),
+        # A Slipway extension: A/B experiments (docs/serving.md, "A/B experiments"); HTTP only.
+        Route("/v2/models/{model}/experiment", guarded(start_experiment), methods=["POST"]),
+        Route("/v2/models/{model}/experiment", guarded(experiment_status), methods=["GET"]),
+        Route("/v2/models/{model}/experiment/stop", guarded(stop_experiment), methods=["POST"]),
     ]
     for base in model_paths:
         routes += [

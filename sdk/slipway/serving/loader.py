@@ -1,4 +1,5 @@
-"""Load a Triton model repository for the local server: config.pbtxt, newest version, verified bytes, ORT sessions.
+"""Load a Triton model repository for the local server: config.pbtxt, a version (the newest unless named),
+verified bytes, ORT sessions.
 
 Every model file is checked against the sha256 in its metadata sidecar before ONNX Runtime sees it, so a
 tampered or truncated file is refused at load, never served.
@@ -101,8 +102,11 @@ def _check_graph(name: str, session: ort.InferenceSession, inputs: dict[str, Ten
         )
 
 
-def load_model_dir(model_dir: str | Path, options: SessionOptions | None = None) -> LoadedModel:
-    """Load the newest version of one model, refusing a file whose sha256 differs from its metadata."""
+def load_model_dir(
+    model_dir: str | Path, options: SessionOptions | None = None, version: int | None = None
+) -> LoadedModel:
+    """Load one version of a model (default: the newest), refusing a file whose sha256 differs from its
+    metadata; a version that is not there is a NotFoundError naming it and the versions that are."""
     options = options or SessionOptions()
     model_dir = Path(model_dir)
     config = read_model_config(model_dir)
@@ -114,7 +118,12 @@ def load_model_dir(model_dir: str | Path, options: SessionOptions | None = None)
     versions = model_versions(model_dir)
     if not versions:
         raise NotFoundError(f"model {config.name!r}: no numeric version directory under {model_dir}")
-    version = versions[-1]
+    if version is None:
+        version = versions[-1]
+    elif version not in versions:
+        raise NotFoundError(
+            f"model {config.name!r}: no version {version} under {model_dir} (versions there: {versions})"
+        )
     filename = config.default_model_filename or MODEL_FILES["onnx"]
     model_path = model_dir / str(version) / filename
     if not model_path.is_file():

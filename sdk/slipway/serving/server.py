@@ -25,6 +25,7 @@ import httpx
 import uvicorn
 
 from slipway.core.errors import SlipwayError
+from slipway.serving.experiment import resume_experiments
 from slipway.serving.grpc_app import build_grpc_server
 from slipway.serving.http_app import build_app
 from slipway.serving.loader import SessionOptions, load_repository, startup_models
@@ -121,16 +122,20 @@ def build_service(
 ) -> InferenceCore:
     """Load and verify the startup models before any port opens: a refused model means no server.
 
-    Mode none loads every model; explicit loads only `load_models` (`*` for all) and serves load/unload.
+    Mode none loads every model; explicit loads only `load_models` (`*` for all) and serves load/unload. A
+    model with an `experiment.json` (an A/B experiment running when the server stopped) resumes its split: both
+    versions load, and a file that no longer parses or names a missing version refuses the start, naming it.
     """
     session_options = SessionOptions(intra_op_threads=threads)
     names = startup_models(repo, model_control_mode, load_models)
+    experiments = resume_experiments(repo, names, session_options)
     return InferenceCore(
-        load_repository(repo, session_options, names),
+        load_repository(repo, session_options, [name for name in names if name not in experiments]),
         options,
         repository=repo,
         session_options=session_options,
         model_control_mode=model_control_mode,
+        experiments=experiments,
     )
 
 

@@ -9,6 +9,11 @@ model and statistics entries are replaced in one step with no await in between (
 loop), so each request is validated and queued against one version; the old batcher keeps working until its
 queue is empty (`ModelBatcher.drain`), and `infer` finds a request's batcher by the model object it was
 validated against, never by name.
+
+An A/B experiment (`serving/experiment.py`) serves two versions under one name: `models[name]` is variant A's
+(metadata, config and validation defaults), the experiment holds both, and each inference request without a
+version in its path is assigned to a variant by its key. Starting and stopping one swap in the same way as a
+reload: load off the loop, switch with no await, drain what is no longer routed to.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,20 @@ from google.protobuf.message import Message
 
 import slipway
 from slipway.core.errors import ConfigError, InvalidInputError, NotFoundError, OverloadedError, SlipwayError
+from slipway.experiments.spec import VARIANTS, Variant, parse_spec
 from slipway.serving.batcher import ModelBatcher
+from slipway.serving.experiment import (
+    Assignment,
+    Experiment,
+    delete_dir,
+    experiment_file,
+    hide_version_dir,
+    load_variants,
+    read_experiment,
+    remove_experiment,
+    restore_version_dir,
+    write_experiment,
+)
 from slipway.serving.loader import LoadedModel, SessionOptions, check_model_control_mode, load_model_dir
 from slipway.serving.payload_logger import PayloadLogger
 from slipway.serving.stats import ModelStats, ServerMetrics
@@ -39,6 +57,8 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "slipway"
 UNLOADED = "unloaded"  # Triton's reason for a model unloaded through the model control API
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
+LOAD_UNLOAD = ("explicit model load / unload", "load, reload and unload models")
+EXPERIMENTS = ("starting or stopping an A/B experiment", "start and stop A/B experiments")
 _INT64_TYPES = {
     FieldDescriptor.TYPE_INT64,
     FieldDescriptor.TYPE_UINT64,
@@ -128,11 +148,16 @@ class InferenceCore:
         repository: str | Path | None = None,
         session_options: SessionOptions | None = None,
         model_control_mode: str = "none",
+        experiments: Mapping[str, Experiment] | None = None,
     ) -> None:
         check_model_control_mode(model_control_mode)
         if model_control_mode == "explicit" and repository is None:
             raise ConfigError("model control mode explicit needs the repository to load models from")
+        # Models split by an A/B experiment (resumed from the repository): served as variant A's by name.
+        self.experiments: dict[str, Experiment] = dict(experiments or {})
         self.models = models
+        for name, experiment in self.experiments.items():
+            self.models[name] = experiment.models["a"]
         self.options = options or ServerOptions()
         self.repository = Path(repository) if repository is not None else None
         self.session_options = session_options or SessionOptions()
@@ -161,6 +186,20 @@ class InferenceCore:
         """Create the batchers on the running loop; the server reports ready only after this."""
         for name, model in self.models.items():
             self._start_batcher(model, self.stats[name])
+        for name, experiment in self.experiments.items():
+            for other in experiment.versions():
+                if id(other) not in self._batcher_of:
+                    self._start_batcher(other, ModelStats(name, other.version))
+            self._watch_queues(name)
+            log.info(
+                "model splitting name=%s %s b_share=%s", name, experiment.describe(), experiment.spec.b_share
+            )
+            if self.model_control_mode != "explicit":
+                log.warning(
+                    "model %s: %s resumed from the repository; stopping it needs --model-control-mode explicit",
+                    name,
+                    experiment.describe(),
+                )
         if self.options.logger_url:
             self.payload_logger = PayloadLogger(self.options.logger_url, self.metrics.registry)
             self.payload_logger.start()
@@ -187,8 +226,26 @@ class InferenceCore:
                 f"model {name!r} is not loaded ({unavailable[1]}); loaded models: {sorted(self.models)}"
             )
         if version and version != model.version:
-            raise NotFoundError(f"model {name!r} version {version!r} is not loaded (loaded: {model.version})")
+            experiment = self.experiments.get(name)
+            other = experiment.model_of_version(version) if experiment is not None else None
+            if other is None:
+                loaded = ", ".join(m.version for m in self._served_versions(name))
+                raise NotFoundError(f"model {name!r} version {version!r} is not loaded (loaded: {loaded})")
+            return other
         return model
+
+    def _served_versions(self, name: str) -> list[LoadedModel]:
+        """The versions a served model answers with: both during an experiment, oldest first, else one."""
+        experiment = self.experiments.get(name)
+        return experiment.versions() if experiment is not None else [self.models[name]]
+
+    def _stats_of(self, model: LoadedModel) -> ModelStats:
+        batcher = self._batcher_of.get(id(model))
+        if batcher is not None:
+            return batcher.stats
+        if self.models.get(model.name) is model:
+            return self.stats[model.name]
+        return ModelStats(model.name, model.version)  # not started yet: nothing counted
 
     def model_for_infer(self, name: str, version: str = "") -> LoadedModel:
         """Like `model`, but an inference request naming an unknown model is bad input (400 / INVALID_ARGUMENT)."""
@@ -196,6 +253,19 @@ class InferenceCore:
             return self.model(name, version)
         except NotFoundError as err:
             raise InvalidInputError(str(err)) from None
+
+    def experiment_for_infer(self, name: str, version: str = "") -> Experiment | None:
+        """The experiment that assigns an inference request to a variant: the model's, when its path names no
+        version (a request naming a version goes to that version, outside the split); else None."""
+        return None if version else self.experiments.get(name)
+
+    def record_assignment(self, assignment: Assignment, seconds: float, code: int) -> None:
+        """Count one assigned request (answered or refused) for its variant: status counts and metrics."""
+        experiment = assignment.experiment
+        experiment.record(assignment.variant, code == 200)
+        self.metrics.observe_experiment(
+            experiment.spec.model, experiment.name, assignment.variant, seconds, code
+        )
 
     async def infer(
         self,
@@ -239,7 +309,7 @@ class InferenceCore:
         model = self.model(name, version)
         return {
             "name": model.name,
-            "versions": [model.version],
+            "versions": [m.version for m in self._served_versions(name)],
             "platform": model.config.platform,
             "inputs": [
                 {"name": t.name, "datatype": t.datatype, "shape": model.protocol_shape(t)}
@@ -255,11 +325,14 @@ class InferenceCore:
         return message_to_dict(self.model(name, version).config)
 
     def statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
-        """Triton statistics extension: one model, or all when no name is given."""
+        """Triton statistics extension: one model, or all when no name is given; one entry per served version
+        (two during an experiment), or the named version's."""
         if name:
             self.model(name, version)
-            return {"model_stats": [self.stats[name].as_dict()]}
-        return {"model_stats": [self.stats[n].as_dict() for n in sorted(self.stats)]}
+            models = [m for m in self._served_versions(name) if not version or m.version == version]
+        else:
+            models = [m for n in sorted(self.models) for m in self._served_versions(n)]
+        return {"model_stats": [self._stats_of(m).as_dict() for m in models]}
 
     def _in_repository(self, name: str) -> bool:
         return self.repository is not None and name in list_models(self.repository)
@@ -273,28 +346,80 @@ class InferenceCore:
                 names.update(list_models(self.repository))
         index: list[dict[str, str]] = []
         for name in sorted(names):
-            model = self.models.get(name)
-            entry: dict[str, str]
-            if model is not None:
+            entries: list[dict[str, str]]
+            if name in self.models:
                 state = "READY" if self.ready else "UNAVAILABLE"
-                entry = {"name": name, "version": model.version, "state": state, "reason": ""}
+                entries = [
+                    {"name": name, "version": m.version, "state": state, "reason": ""}
+                    for m in self._served_versions(name)
+                ]
             elif name in self._unavailable:
                 version, reason = self._unavailable[name]
-                entry = {"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason}
+                entries = [{"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason}]
             else:
-                entry = {"name": name}
-            if not ready_only or entry.get("state") == "READY":
-                index.append(entry)
+                entries = [{"name": name}]
+            index += [e for e in entries if not ready_only or e.get("state") == "READY"]
         return index
 
-    def require_model_control(self) -> None:
-        """Load and unload answer 400 unless the server runs in explicit mode (Triton: mode none refuses them)."""
+    def require_model_control(self, action: tuple[str, str] = LOAD_UNLOAD) -> None:
+        """Load and unload (and experiments, which load and drop versions) answer 400 unless the server runs in
+        explicit mode (Triton: mode none refuses them)."""
         if self.model_control_mode != "explicit":
+            what, purpose = action
             raise InvalidInputError(
-                "explicit model load / unload is not allowed in model control mode "
+                f"{what} is not allowed in model control mode "
                 f"{self.model_control_mode!r}: start `slipway serve` with --model-control-mode explicit "
-                "(start_server(..., model_control_mode='explicit')) to load, reload and unload models"
+                f"(start_server(..., model_control_mode='explicit')) to {purpose}"
             )
+
+    def _model_dir(self, name: str, failure: str) -> Path:
+        """REPO/<name>, which must hold a config.pbtxt; else 400 naming the models there."""
+        assert self.repository is not None  # explicit mode needs it (checked in __init__)
+        available = list_models(self.repository)
+        if name not in available:
+            raise InvalidInputError(
+                f"{failure}: no {name}/config.pbtxt in model repository {self.repository} "
+                f"(models there: {available})"
+            )
+        return self.repository / name
+
+    def _refuse_during_experiment(self, name: str, action: str) -> None:
+        experiment = self.experiments.get(name)
+        if experiment is not None:
+            raise InvalidInputError(
+                f"cannot {action} model {name!r}: it runs {experiment.describe()}; stop it first "
+                f'(POST /v2/models/{name}/experiment/stop with {{"keep": "a"}} or {{"keep": "b"}})'
+            )
+
+    def _swap(self, name: str, model: LoadedModel, experiment: Experiment | None) -> list[ModelBatcher]:
+        """Route `name` to `model` (with the experiment's other version, if any) from now on; returns the
+        batchers no longer routed to, for the caller to retire. No await inside: atomic on the event loop."""
+        self.metrics.add_model(name)
+        routed = experiment.versions() if experiment is not None else [model]
+        for new in routed:
+            if id(new) not in self._batcher_of:  # a version already served keeps its batcher and statistics
+                self._start_batcher(new, ModelStats(name, new.version))
+        previous = self._served_versions(name) if name in self.models else []
+        self.models[name], self.stats[name] = model, self._batcher_of[id(model)].stats
+        if experiment is not None:
+            self.experiments[name] = experiment
+        else:
+            self.experiments.pop(name, None)
+        self._unavailable.pop(name, None)
+        self._watch_queues(name)
+        kept = {id(m) for m in routed}
+        return [self._batcher_of[id(m)] for m in previous if id(m) not in kept]
+
+    def _watch_queues(self, name: str) -> None:
+        """slipway_queue_depth of a model is the sum over the versions it is served by."""
+        batchers = [self._batcher_of[id(m)] for m in self._served_versions(name)]
+        if len(batchers) == 1:
+            self.metrics.watch_queue(name, batchers[0].depth)
+        else:
+            self.metrics.watch_queue(name, lambda: sum(b.depth() for b in batchers))
+
+    async def _retire_all(self, batchers: Sequence[ModelBatcher]) -> None:
+        await asyncio.gather(*(self._retire(batcher) for batcher in batchers))
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._control_locks.setdefault(name, asyncio.Lock())
@@ -307,18 +432,24 @@ class InferenceCore:
         """
         self.require_model_control()
         _check_load_parameters(name, parameters or {})
-        assert self.repository is not None  # explicit mode needs it (checked in __init__)
-        available = list_models(self.repository)
-        if name not in available:
-            raise InvalidInputError(
-                f"failed to load model {name!r}: no {name}/config.pbtxt in model repository {self.repository} "
-                f"(models there: {available})"
-            )
-        model_dir = self.repository / name
+        model_dir = self._model_dir(name, f"failed to load model {name!r}")
         async with self._lock(name):
+            self._refuse_during_experiment(name, "load")
             served = self.models.get(name)
+
+            def load() -> tuple[LoadedModel, Experiment | None]:
+                """The newest version; or, when REPO/<name>/experiment.json is there, its two versions."""
+                spec = read_experiment(model_dir)
+                if spec is None:
+                    return load_model_dir(model_dir, self.session_options), None
+                where = f"{experiment_file(model_dir)}: experiment"
+                experiment = Experiment(
+                    spec, load_variants(model_dir, spec, self.session_options, where=where)
+                )
+                return experiment.models["a"], experiment
+
             try:
-                model = await asyncio.to_thread(load_model_dir, model_dir, self.session_options)
+                model, experiment = await asyncio.to_thread(load)
             except Exception as err:
                 if not isinstance(err, SlipwayError):
                     log.exception("model load failed name=%s", name)
@@ -330,17 +461,14 @@ class InferenceCore:
                 raise InvalidInputError(f"failed to load model {name!r}: {reason}{keeps}") from None
             if self._stopping:
                 raise OverloadedError(f"model {name!r} not loaded: the server is shutting down")
-            self.metrics.add_model(name)
-            stats = ModelStats(name, model.version)
-            self._start_batcher(model, stats)  # found by id(model) once the model is swapped in
-            old = self._batcher_of[id(served)] if served is not None else None
-            # The swap: no await between these writes, so a request sees the old version or the new one.
-            self.models[name], self.stats[name] = model, stats
-            self._unavailable.pop(name, None)
+            # The swap: new batchers started first, then no await, so a request sees one version or the other.
+            retired = self._swap(name, model, experiment)
             previous = f" (was {served.version})" if served is not None else ""
-            log.info("model serving name=%s version=%s%s", name, model.version, previous)
-            if old is not None:
-                await self._retire(old)
+            if experiment is not None:
+                log.info("model splitting name=%s %s%s (resumed)", name, experiment.describe(), previous)
+            else:
+                log.info("model serving name=%s version=%s%s", name, model.version, previous)
+            await self._retire_all(retired)
 
     async def unload_model(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
         """Stop routing to the model, let its queue drain, forget it; unloading an unloaded model is a no-op."""
@@ -352,6 +480,7 @@ class InferenceCore:
         if name not in self.models and name not in self._unavailable:
             raise never_served
         async with self._lock(name):
+            self._refuse_during_experiment(name, "unload")
             model = self.models.pop(name, None)
             if model is None:
                 if self._unavailable.get(name, ("", ""))[1] == UNLOADED:
@@ -363,6 +492,114 @@ class InferenceCore:
             self.metrics.unwatch_queue(name)
             log.info("model unloading name=%s version=%s", name, model.version)
             await self._retire(batcher)
+
+    async def start_experiment(self, name: str, data: Any) -> dict[str, Any]:
+        """Split `name` between versions A and B of the spec: both loaded off the loop (a served version of the
+        same number is reused), the spec persisted in REPO/<name>/experiment.json, then one atomic switch;
+        the version served before, if neither A nor B, drains. Returns the experiment's status."""
+        self.require_model_control(EXPERIMENTS)
+        spec = parse_spec(data)  # ConfigError (400) naming the field
+        if spec.model != name:
+            raise InvalidInputError(
+                f"experiment.model: {spec.model!r} differs from the model in the path, {name!r}"
+            )
+        failure = f"failed to start experiment {spec.name!r} on model {name!r}"
+        model_dir = self._model_dir(name, failure)
+        async with self._lock(name):
+            running = self.experiments.get(name)
+            if running is not None:
+                raise InvalidInputError(
+                    f"model {name!r} already runs {running.describe()}: one experiment per model; stop it "
+                    f"first (POST /v2/models/{name}/experiment/stop)"
+                )
+            if not spec.started_at:
+                spec = spec.model_copy(update={"started_at": time.time()})
+            served = self.models.get(name)
+            reuse = [served] if served is not None else []
+            try:
+                models = await asyncio.to_thread(load_variants, model_dir, spec, self.session_options, reuse)
+            except Exception as err:
+                if not isinstance(err, SlipwayError):
+                    log.exception("experiment load failed name=%s model=%s", spec.name, name)
+                reason = str(err) if isinstance(err, SlipwayError) else f"{type(err).__name__}: {err}"
+                keeps = f"; version {served.version} keeps serving" if served is not None else ""
+                log.warning("experiment refused name=%s model=%s reason=%s%s", spec.name, name, reason, keeps)
+                raise InvalidInputError(f"{failure}: {reason}{keeps}") from None
+            if self._stopping:
+                raise OverloadedError(f"{failure}: the server is shutting down")
+            await asyncio.to_thread(write_experiment, model_dir, spec)
+            experiment = Experiment(spec, models)
+            retired = self._swap(name, models["a"], experiment)
+            previous = f" (was {served.version})" if served is not None else ""
+            log.info(
+                "experiment started name=%s model=%s a=%s b=%s b_share=%s%s",
+                spec.name,
+                name,
+                spec.a,
+                spec.b,
+                spec.b_share,
+                previous,
+            )
+            await self._retire_all(retired)
+            return experiment.status()
+
+    def _running_experiment(self, name: str) -> Experiment:
+        experiment = self.experiments.get(name)
+        if experiment is None:
+            self.model(name)  # an unknown model: 404 naming the loaded ones
+            raise NotFoundError(
+                f"model {name!r} runs no experiment; start one with POST /v2/models/{name}/experiment"
+            )
+        return experiment
+
+    def experiment_status(self, name: str) -> dict[str, Any]:
+        """The running experiment of `name`: spec and per-variant version and counts; none -> 404."""
+        return self._running_experiment(name).status()
+
+    async def stop_experiment(self, name: str, keep: Any) -> dict[str, Any]:
+        """End the experiment: the kept variant's version serves alone, the other drains (no request fails),
+        experiment.json goes; a losing version folder newer than the winner's is deleted from the repository,
+        so that a reload or restart (which take the newest version) keeps serving the winner."""
+        self.require_model_control(EXPERIMENTS)
+        if not isinstance(keep, str) or keep not in VARIANTS:
+            raise InvalidInputError(f"keep: expected 'a' or 'b', got {keep!r:.60}")
+        kept_variant: Variant = "a" if keep == "a" else "b"
+        async with self._lock(name):
+            experiment = self._running_experiment(name)
+            assert self.repository is not None  # explicit mode needs it (checked in __init__)
+            model_dir = self.repository / name
+            lost_variant: Variant = "b" if kept_variant == "a" else "a"
+            kept, lost = experiment.models[kept_variant], experiment.models[lost_variant]
+            hidden = None
+            if int(lost.version) > int(kept.version) and (model_dir / lost.version).is_dir():
+                hidden = await asyncio.to_thread(hide_version_dir, model_dir, lost.version)
+            try:
+                await asyncio.to_thread(remove_experiment, model_dir)
+            except SlipwayError:
+                if hidden is not None:
+                    restore_version_dir(hidden, model_dir, lost.version)
+                raise
+            retired = self._swap(name, kept, None)
+            deleted = str(model_dir / lost.version) if hidden is not None else None
+            log.info(
+                "experiment stopped name=%s model=%s kept=%s version=%s retired_version=%s deleted=%s",
+                experiment.name,
+                name,
+                kept_variant,
+                kept.version,
+                lost.version,
+                deleted or "-",
+            )
+            await self._retire_all(retired)
+            if hidden is not None:
+                await asyncio.to_thread(delete_dir, hidden)
+            status = experiment.status()
+            return {
+                **status,
+                "kept": {"variant": kept_variant, "version": kept.version},
+                "retired": {"variant": lost_variant, "version": lost.version},
+                "deleted_version_dir": deleted,
+            }
 
     async def _retire(self, batcher: ModelBatcher) -> None:
         """Drain a batcher no longer routed to; shielded, so a caller that gives up cannot cut the drain short."""

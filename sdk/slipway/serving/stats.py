@@ -4,6 +4,10 @@ Statistics are plain integers updated on the event loop thread (no locks on the 
 children are resolved once per (model, protocol) so a request costs a few dict lookups, and model labels come
 only from models that were loaded, at startup or by a load request (an unknown name is counted as "_unknown", so
 fuzzed names cannot grow the registry). The series are per model name: they continue across a reload.
+
+During an A/B experiment, `slipway_experiment_*` count the requests assigned to each variant (what the
+experiment's guardrails read: requests, errors by code, a latency histogram fine enough for a p99); their
+experiment and variant labels come from specs the server accepted, never from requests.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 UNKNOWN_MODEL = "_unknown"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# 1-1.5-2-3-4-5-7.5 per decade from 1 ms to 10 s (and 0.5 ms below): a bucket's bounds differ by at most 1.5x,
+# so a p99 interpolated within one is close enough to judge a guardrail such as "p99 <= 50 ms".
+EXPERIMENT_LATENCY_BUCKETS = (
+    0.0005,
+    *(round(m * 10.0**e, 6) for e in range(-3, 1) for m in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5)),
+    10.0,
+)
 
 
 @dataclass
@@ -146,7 +157,21 @@ class ServerMetrics:
         self.queue_depth = Gauge(
             "slipway_queue_depth", "Requests waiting in the model's queue", ["model"], registry=self.registry
         )
+        self.experiment_requests = Counter(
+            "slipway_experiment_requests",
+            "Inference requests assigned to a variant of an A/B experiment, by status code",
+            ["model", "experiment", "variant", "code"],
+            registry=self.registry,
+        )
+        self.experiment_latency = Histogram(
+            "slipway_experiment_request_duration_seconds",
+            "End-to-end latency inside the server of the requests assigned to a variant",
+            ["model", "experiment", "variant"],
+            buckets=EXPERIMENT_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._experiment_children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     def add_model(self, model: str) -> None:
         """A model loaded after startup (model control) is counted under its own name from now on."""
@@ -165,6 +190,21 @@ class ServerMetrics:
         children[1].observe(seconds)
         if code != 200:
             self.failures.labels(key[0], protocol, str(code)).inc()
+
+    def observe_experiment(
+        self, model: str, experiment: str, variant: str, seconds: float, code: int
+    ) -> None:
+        """One request assigned to a variant: counted by its status code ("200" or the error's)."""
+        key = (model, experiment, variant, code)
+        children = self._experiment_children.get(key)
+        if children is None:
+            children = (
+                self.experiment_requests.labels(model, experiment, variant, str(code)),
+                self.experiment_latency.labels(model, experiment, variant),
+            )
+            self._experiment_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
         """The queue depth is read at scrape time, so enqueueing costs nothing."""

@@ -6,7 +6,9 @@ Tensor names, dtypes and shapes come from the exported graph's metadata, never t
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -128,3 +130,23 @@ def write_model(
     read_model_config(model_dir)  # read back through Triton's own protobuf
     verify_artifact(target)
     return model_dir
+
+
+def stage_version(source_model_dir: str | Path, version: int, repo: str | Path) -> Path:
+    """Copy one version of a model (its folder and config.pbtxt) into a served repository, atomically: the
+    folder is staged under a non-numeric name and renamed, so a server never sees half of it. The same
+    version again replaces the old copy. Returns REPO/<model>/<version>."""
+    source = Path(source_model_dir)
+    if not (source / str(version)).is_dir():
+        raise NotFoundError(
+            f"{source}: no version folder {version} (versions there: {model_versions(source)})"
+        )
+    target = Path(repo) / source.name
+    target.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".incoming-{version}-", dir=target))
+    shutil.copytree(source / str(version), staged, dirs_exist_ok=True)
+    shutil.copyfile(source / CONFIG_FILE, staged / CONFIG_FILE)
+    shutil.rmtree(target / str(version), ignore_errors=True)
+    os.replace(staged / CONFIG_FILE, target / CONFIG_FILE)
+    os.replace(staged, target / str(version))
+    return target / str(version)

@@ -31,26 +31,13 @@ def deploy_local(repo_dir: Path, model: str) -> dict[str, Any]:
 def deploy_to_server(repo_dir: Path, model: str, url: str, served_repository: Path) -> dict[str, Any]:
     """Put the packaged version beside the ones a running `slipway serve` holds and load it through Triton's
     model control API: the server loads and checks the new version, then swaps to it without failing a request.
-
-    The version folder is staged under a non-numeric name and renamed, so the server never sees half of it."""
-    import os
-    import shutil
-    import tempfile
-
+    """
     from slipway.core.errors import SlipwayError
     from slipway.serving.client import InferenceClient, smoke_test
-    from slipway.serving.triton_repository import CONFIG_FILE, model_versions
+    from slipway.serving.triton_repository import model_versions, stage_version
 
-    source = repo_dir / model
-    version = model_versions(source)[-1]
-    target = served_repository / model
-    target.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".incoming-{version}-", dir=target))
-    shutil.copytree(source / str(version), staged, dirs_exist_ok=True)
-    shutil.copyfile(source / CONFIG_FILE, staged / CONFIG_FILE)
-    shutil.rmtree(target / str(version), ignore_errors=True)  # the same version again: replaced
-    os.replace(staged / CONFIG_FILE, target / CONFIG_FILE)
-    os.replace(staged, target / str(version))
+    version = model_versions(repo_dir / model)[-1]
+    stage_version(repo_dir / model, version, served_repository)
     with InferenceClient(url) as client:
         client.load_model(model)
         served = client.metadata(model)["versions"]

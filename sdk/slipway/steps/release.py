@@ -95,7 +95,12 @@ def register_candidate(
 
 
 def promote_candidate(cfg: SlipwayConfig, run_id: str, version: str) -> registry.RegisteredVersion:
-    promoted = registry.promote(cfg.registry, version)
+    """Move `champion` to the gated version, unless `registry.promote` is off (it stays `challenger`)."""
+    if not cfg.registry.promote:
+        log.info("registry.promote is false: v%s stays challenger; the champion keeps its alias", version)
+        promoted = registry.describe_version(cfg.registry, version)
+    else:
+        promoted = registry.promote(cfg.registry, version)
     registry.set_tags(cfg.registry, run_id, {"slipway.registry": promoted.model_dump()})
     return promoted
 
