@@ -281,6 +281,7 @@ def run_loop(project: Path, slipway: Path, env: dict[str, str], quick: list[str]
     monitor_command = f"{slipway} monitor serve --data-dir monitor --port {monitor_port} --drift-every 0"
     monitor_command += f" --window-size {WINDOW} --reference runs/first/reference.npz"
     serve_command = f"{slipway} serve {served} --http-port {http_port} --grpc-port {grpc_port}"
+    serve_command += f" --metrics-port {free_port()}"
     serve_command += f" --model-control-mode explicit --load-model {MODEL} --logger-url {monitor}/events"
     processes = [start_process(monitor_command.split(), project, env, f"{monitor}/healthz")]
     try:

@@ -290,19 +290,35 @@ def test_alerts_cover_drift_monitor_down_and_latency(render_chart: Render) -> No
     )
     assert 'quantile="0.99"' in alerts["SlipwayLatencyP99High"]
     assert "> 250" in alerts["SlipwayLatencyP99High"]
+    # Triton's series, judged per Knative revision: a bad canary pages on its own (promtool tests it).
+    assert alerts["SlipwayLatencyP99High"].startswith("max by (revision) (")
+    assert "sum by (revision) (rate(nv_inference_request_failure{" in alerts["SlipwayInferenceErrors"]
 
 
-def test_grafana_dashboard_has_latency_throughput_and_drift_panels(render_chart: Render) -> None:
+def test_grafana_dashboard_shows_canary_vs_stable_queue_batch_gpu_and_drift(render_chart: Render) -> None:
     config_map = one_object(render_chart(), "ConfigMap", f"{RELEASE}-dashboard")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     (text,) = config_map["data"].values()
     assert "@@" not in text, "a dashboard placeholder was not substituted"
     dashboard = json.loads(text)
     assert len(dashboard["uid"]) <= 40, "Grafana uids are at most 40 characters"
-    exprs = {panel["title"]: " ".join(t["expr"] for t in panel["targets"]) for panel in dashboard["panels"]}
-    assert any("nv_inference_request_summary_us" in e for e in exprs.values()), "no latency panel"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"]), "panel ids must be unique"
+    exprs = {panel["title"]: " ".join(t["expr"] for t in panel["targets"]) for panel in panels}
+    assert "sum by (revision) (rate(" in exprs["Traffic share by revision"], "no canary vs stable panel"
+    assert "nv_inference_request_summary_us" in exprs["p99 latency by revision"]
+    assert "rate(nv_inference_queue_duration_us" in exprs["Queue and compute time per request"]
+    assert "nv_inference_exec_count" in exprs["Batch size by revision"]
+    assert "nv_gpu_utilization" in exprs["GPU utilisation"]
     assert any("rate(nv_inference_count" in e for e in exprs.values()), "no throughput panel"
     assert any("slipway_drift_share_of_drifted_columns" in e for e in exprs.values()), "no drift panel"
+    # Every Triton query selects this release's model (GPU series have no model label); promtool evaluates
+    # each one on synthetic series in test_alert_rules.py.
+    for title, expr in exprs.items():
+        for name, selector in re.findall(r"(\w*)\{([^}]*)\}", expr):
+            if name.startswith("nv_") or "nv_inference" in selector:
+                assert 'namespace="models", inferenceservice="demo"' in selector, (title, selector)
+                assert name.startswith("nv_gpu_") or 'model="model"' in selector, (title, selector)
 
 
 def test_rbac_is_least_privilege(render_chart: Render) -> None:

@@ -94,7 +94,10 @@ def test_triton_metrics_are_scraped_with_the_labels_the_chart_alerts_on(
     monitor = one_object(kustomize_build(target), "PodMonitor")
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["targetPort"] == 8002
-    assert "inferenceservice" in {r["targetLabel"] for r in endpoint["relabelings"]}
+    targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+    assert "inferenceservice" in targets
+    # canary vs stable in the chart's dashboard and alerts, and `slipway deploy --metric-source triton`
+    assert targets["revision"] == ["__meta_kubernetes_pod_label_serving_knative_dev_revision"]
 
 
 @pytest.mark.parametrize("overlay", GPU_OVERLAYS)

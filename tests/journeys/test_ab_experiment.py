@@ -102,6 +102,7 @@ def ab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     monitor, server = f"http://127.0.0.1:{monitor_port}", f"http://127.0.0.1:{http_port}"
     monitor_command = f"{SLIPWAY} monitor serve --data-dir monitor --port {monitor_port} --drift-every 0"
     serve_command = f"{SLIPWAY} serve {served} --http-port {http_port} --grpc-port {grpc_port}"
+    serve_command += f" --metrics-port {free_port()}"
     serve_command += f" --model-control-mode explicit --load-model {MODEL} --logger-url {monitor}/events"
     processes = [start_process(monitor_command.split(), project, env, f"{monitor}/healthz")]
     urls = ("--url", server, "--monitor-url", monitor)

@@ -31,7 +31,7 @@ def test_drift_report_npz(digits: Split, digits_reference: Path, tmp_path: Path)
             "--fail-on-drift",
         ],
     )
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == 6, result.output  # ExitCode.DRIFT
     assert "DRIFT:" in result.output and out.is_file()
     assert json.loads(out.with_suffix(".json").read_text())["drift_detected"] is True
 

@@ -62,6 +62,7 @@ def test_smoke_command(server: ServerHandle) -> None:
 def test_serve_command_serves_and_stops_on_sigterm(model_repo: Path) -> None:
     http_port, grpc_port = free_port(), free_port()
     argv = [sys.executable, "-m", "slipway", "serve", str(model_repo), "--http-port", str(http_port)]
+    argv += ["--metrics-port", str(free_port())]  # not Triton's default 8002: it may be taken here
     proc = subprocess.Popen([*argv, "--grpc-port", str(grpc_port), "--threads", "1"])
     try:
         deadline = time.monotonic() + 60

@@ -124,7 +124,7 @@ def test_a_challenger_erring_on_a_fifth_of_requests_is_stopped_and_the_champion_
     assert failed.any() and not (failed & ~broken).any()  # only B fails, only on the inputs it cannot take
 
     watched = experiment(
-        "status", "digits", *urls, "--watch", "--interval-s", "0.5", "--timeout-s", "60", "-o", "json"
+        "status", "digits", *urls, "--watch", "--poll-interval", "0.5s", "--timeout", "60s", "-o", "json"
     )
     assert watched.returncode == 3, watched.returncode
     document: dict[str, Any] = json.loads(watched.stdout)

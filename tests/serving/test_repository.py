@@ -49,10 +49,12 @@ def test_sha256_mismatch_refused_at_load(repo_copy: Path) -> None:
         start_server(repo_copy)  # the server refuses to start rather than serve a tampered model
 
 
-def test_missing_sidecar_refused(repo_copy: Path) -> None:
+def test_missing_sidecar_loads_unless_a_digest_is_required(repo_copy: Path) -> None:
+    """An ordinary Triton model (no Slipway metadata) is served, unchecked; --require-digest refuses it."""
     (repo_copy / "direct" / "1" / "model.onnx.meta.json").unlink()
-    with pytest.raises(NotFoundError, match="no metadata sidecar"):
-        load_model_dir(repo_copy / "direct")
+    assert load_model_dir(repo_copy / "direct").artifact is None
+    with pytest.raises(ArtifactIntegrityError, match=r"no Slipway metadata model\.onnx\.meta\.json"):
+        load_model_dir(repo_copy / "direct", SessionOptions(require_digest=True))
 
 
 def test_newest_version_is_served(repo_copy: Path) -> None:

@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slipway.cli.experiment import parse_duration
-from slipway.core.errors import ConfigError
-
 SLIPWAY = Path(sys.executable).with_name("slipway")
 
 
@@ -53,14 +50,15 @@ def test_cluster_dry_run_prints_the_objects_as_yaml_documents_and_a_json_list() 
         (("--split", "1.5"), "options.b_share: Input should be less than 1"),
         (("--b", "1"), "options.b: must differ from a"),
         (("--name", "Not_A_Label"), "options.name: String should match pattern"),
-        (("--max-duration", "soon"), "--max-duration: expected a positive duration"),
+        (("--max-duration", "soon"), "'soon' is not a duration"),
         (("--mde", "0"), "options.mde: Input should be greater than 0"),
     ],
 )
 def test_a_bad_option_is_one_line_naming_it_with_exit_2(args: tuple[str, ...], message: str) -> None:
     done = slipway("start", "my-model", "--a", "1", "--b", "2", "--name", "ab1", *args)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: experiment start: ") and message in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -89,16 +87,3 @@ def test_an_unreachable_server_is_a_clear_error() -> None:
 def test_cluster_status_needs_the_experiment_name() -> None:
     done = slipway("status", "my-model", "-n", "ml")
     assert done.returncode == 2 and "--name: with -n/--namespace" in done.stderr, done.stderr
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("12h", 43200), ("7d", 604800)]
-)
-def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "0", "-5m", "1w", "m"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(ConfigError, match="--max-duration"):
-        parse_duration(text)

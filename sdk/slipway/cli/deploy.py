@@ -1,40 +1,53 @@
-"""`slipway deploy` and `slipway rollout status|promote|rollback`: thin click wrappers over serving.rollout.
+"""`slipway deploy` and `slipway rollout status|promote|rollback`: thin click wrappers over cluster.rollout.
 
-Register with `main.add_command(deploy)` and `main.add_command(rollout)`. Every command prints one JSON
-document; exit codes: 0 done, 1 failed or rolled back, 2 bad configuration, 3 canary held for a human.
+kubectl's habits: `slipway rollout status NAME -n NAMESPACE -o yaml` (`--name` still works), durations as
+`--timeout 10m`. Every command prints one document on stdout (JSON, or YAML with `-o yaml`); the waits report
+their progress on stderr. Exit codes (cli.errors.ExitCode): 0 done, 1 failed or rolled back, 2 bad options
+or configuration, 5 canary held for a person.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from pydantic import BaseModel, ValidationError
 
-from slipway.cli.errors import fail
-from slipway.cluster.kserve import ResourceSettings, build_inference_service
-from slipway.cluster.kube import custom_objects_api
-from slipway.cluster.prometheus import QUERIES, CanaryMargins, PrometheusClient
-from slipway.cluster.rollout import Rollout, RolloutResult, RolloutSettings
-from slipway.core.artifacts import METADATA_SUFFIX, ModelArtifact, read_metadata
+from slipway.cli.errors import ExitCode, fail, invalid_options
+from slipway.cli.options import Duration, emit, format_duration, option, output_option, resource_name
+from slipway.cluster.prometheus import CanaryMargins
 from slipway.core.config import DeployConfig
-from slipway.core.errors import ConfigError, SlipwayError
+from slipway.core.errors import ConfigError, SlipwayError, problems_message, validation_problems
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from slipway.cluster.rollout import Rollout, RolloutResult, WaitProgress
+    from slipway.core.artifacts import ModelArtifact
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_HELD = 3
+EXIT_HELD = ExitCode.CANARY_HELD
+# Settings fields whose option is spelled otherwise (the rest are `--field-name`), for validation messages.
+FLAGS = {
+    "ready_timeout_s": "--timeout",
+    "poll_interval_s": "--poll-interval",
+    "analysis_s": "--analysis-window",
+    "analysis_interval_s": "--analysis-interval",
+}
 
 
-def _emit(result: RolloutResult) -> None:
-    click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+def _emit(result: RolloutResult, output_format: str) -> None:
+    emit(result.to_dict(), output_format)
     if result.outcome == "held":
         raise SystemExit(EXIT_HELD)
     if not result.ok:
-        raise SystemExit(1)
+        raise SystemExit(ExitCode.FAILED)
 
 
 def _default(model: type[BaseModel], field: str) -> Any:
@@ -42,29 +55,81 @@ def _default(model: type[BaseModel], field: str) -> Any:
     return model.model_fields[field].default
 
 
+class _ProgressOnStderr:
+    """The rollout's waits on stderr, so that stdout keeps the result document: a line whenever what it
+    sees changes, and at least every `every_s` seconds; on a terminal, a spinner that shows the latest poll."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s = every_s
+        self._last: tuple[str, str] | None = None
+        self._last_at = -math.inf
+        self._status: Any = None
+
+    def __enter__(self) -> Callable[[WaitProgress], None]:
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status("waiting ...")
+            self._status.__enter__()
+        return self.report
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._status is not None:
+            self._status.__exit__(kind, exc, tb)
+
+    def report(self, event: WaitProgress) -> None:
+        line = event.line()
+        if self._status is not None:
+            self._status.update(line)
+        seen = (event.what, event.condition)
+        changed = seen != self._last
+        if changed or (self._status is None and event.elapsed_s - self._last_at >= self.every_s):
+            self._last, self._last_at = seen, event.elapsed_s
+            click.echo(line, err=True)
+
+
 def _cluster_options(fn: F) -> F:
-    for option in reversed(
+    for decorator in reversed(
         [
-            click.option("--name", required=True, help="InferenceService name"),
-            click.option("--namespace", required=True, help="Kubernetes namespace"),
+            click.argument("name", required=False, metavar="NAME"),
+            click.option("--name", "name_flag", hidden=True, help="the InferenceService (or give NAME)"),
+            click.option("-n", "--namespace", required=True, help="Kubernetes namespace"),
             click.option(
                 "--kubeconfig", type=click.Path(dir_okay=False), help="default: $KUBECONFIG, in-cluster"
             ),
             click.option("--context", help="kubeconfig context"),
-            click.option(
-                "--timeout-s",
-                type=click.FloatRange(min=1),
-                default=_default(DeployConfig, "ready_timeout_s"),
+            option(
+                "--timeout",
+                "timeout_s",
+                aliases=["--timeout-s"],
+                type=Duration(1),
+                default=format_duration(_default(DeployConfig, "ready_timeout_s")),
                 show_default=True,
+                help="how long each wait for the InferenceService may take",
             ),
-            click.option("--poll-s", type=click.FloatRange(min=0.01), default=5.0, show_default=True),
+            option(
+                "--poll-interval",
+                "poll_s",
+                aliases=["--poll-s"],
+                type=Duration(0.01),
+                default="5s",
+                show_default=True,
+                help="time between two looks at the InferenceService while waiting",
+            ),
+            output_option(),
         ]
     ):
-        fn = option(fn)
+        fn = decorator(fn)
     return fn
 
 
 def _load_artifact(path: str | None) -> ModelArtifact | None:
+    from pydantic import ValidationError
+
+    from slipway.core.artifacts import METADATA_SUFFIX, ModelArtifact, read_metadata
+
     if path is None:
         return None
     try:
@@ -72,7 +137,10 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
             return ModelArtifact.model_validate_json(Path(path).read_text())
         return read_metadata(path)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: not valid Slipway artifact metadata: {exc}") from None
+        problems = validation_problems(exc)
+        raise ConfigError(
+            problems_message(f"{path}: not valid Slipway artifact metadata", problems)
+        ) from None
 
 
 @click.command("deploy")
@@ -82,7 +150,7 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
 @click.option(
     "--artifact-metadata", type=click.Path(exists=True, dir_okay=False), help="model file or .meta.json"
 )
-@click.option("--model-name", help="model name inside the Triton repository (default: --name)")
+@click.option("--model-name", help="model name inside the Triton repository (default: NAME)")
 @click.option(
     "--canary-percent",
     type=click.IntRange(1, 100),
@@ -111,19 +179,23 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
     "--metric-source", type=click.Choice(["knative", "triton"]), default="knative", show_default=True
 )
 @click.option("--window", default="1m", show_default=True, help="PromQL range window of each check")
-@click.option(
-    "--analysis-s",
-    type=click.FloatRange(min=0),
-    default=_default(DeployConfig, "analysis_s"),
+@option(
+    "--analysis-window",
+    "analysis_s",
+    aliases=["--analysis-s"],
+    type=Duration(0),
+    default=format_duration(_default(DeployConfig, "analysis_s")),
     show_default=True,
-    help="the analysis window: the canary must pass ceil(analysis_s / interval) checks",
+    help="the canary must pass ceil(window / interval) checks (at least one)",
 )
-@click.option(
-    "--analysis-interval-s",
-    type=click.FloatRange(min=0, min_open=True),
-    default=_default(DeployConfig, "analysis_interval_s"),
+@option(
+    "--analysis-interval",
+    "analysis_interval_s",
+    aliases=["--analysis-interval-s"],
+    type=Duration(0, min_open=True),
+    default=format_duration(_default(DeployConfig, "analysis_interval_s")),
     show_default=True,
-    help="seconds between canary checks",
+    help="time between canary checks",
 )
 @click.option(
     "--failure-threshold",
@@ -160,11 +232,23 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
 @click.option("--smoke-url", help="URL for the smoke test instead of the revision's tagged URL")
 @click.option("--wait/--no-wait", default=True, show_default=True)
 def deploy(**opts: Any) -> None:
-    """Deploy a Triton model repository to KServe as a canary, then promote or roll it back."""
+    """Deploy a Triton model repository to KServe as a canary, then promote or roll it back.
+
+    NAME is the InferenceService. The waits report on stderr; stdout gets the result document.
+    Exit status: 0 deployed (created, updated, promoted), 1 failed or rolled back, 2 bad options, 5 canary
+    held (no check could judge it: decide with `slipway rollout promote|rollback`)."""
+    from pydantic import ValidationError
+
+    from slipway.cluster.kserve import ResourceSettings, build_inference_service
+    from slipway.cluster.kube import custom_objects_api
+    from slipway.cluster.prometheus import QUERIES, PrometheusClient
+    from slipway.cluster.rollout import Rollout, RolloutSettings
+
+    name = resource_name(opts["name"], opts["name_flag"])
     try:
         percent = opts["canary_percent"]
         body = build_inference_service(
-            opts["name"],
+            name,
             opts["namespace"],
             opts["storage_uri"],
             opts["model_format"],
@@ -200,12 +284,14 @@ def deploy(**opts: Any) -> None:
                 opts["prometheus_url"], queries=QUERIES[opts["metric_source"]], window=opts["window"]
             )
         api = custom_objects_api(opts["kubeconfig"], opts["context"])
-        result = Rollout(api, settings, prometheus=prometheus).deploy(body, wait=opts["wait"])
+        with _ProgressOnStderr() as on_progress:
+            rollout_ = Rollout(api, settings, prometheus=prometheus, on_progress=on_progress)
+            result = rollout_.deploy(body, wait=opts["wait"])
     except ValidationError as exc:
-        fail(ConfigError(str(exc)))
+        invalid_options(exc, FLAGS)
     except SlipwayError as exc:
         fail(exc)
-    _emit(result)
+    _emit(result, opts["output_format"])
 
 
 @click.group("rollout")
@@ -213,32 +299,39 @@ def rollout() -> None:
     """Inspect, promote or roll back a canary rollout of an InferenceService."""
 
 
-def _rollout_for(opts: dict[str, Any]) -> Rollout:
+def _rollout_for(opts: dict[str, Any], on_progress: Callable[[WaitProgress], None] | None = None) -> Rollout:
+    from slipway.cluster.kube import custom_objects_api
+    from slipway.cluster.rollout import Rollout, RolloutSettings
+
     settings = RolloutSettings(ready_timeout_s=opts["timeout_s"], poll_interval_s=opts["poll_s"])
-    return Rollout(custom_objects_api(opts["kubeconfig"], opts["context"]), settings)
+    api = custom_objects_api(opts["kubeconfig"], opts["context"])
+    return Rollout(api, settings, on_progress=on_progress)
 
 
 @rollout.command("status")
 @_cluster_options
 def status(**opts: Any) -> None:
-    """Print revisions, traffic split and readiness."""
+    """Print revisions, traffic split and readiness of NAME."""
+    name = resource_name(opts["name"], opts["name_flag"])
     try:
-        st = _rollout_for(opts).status(opts["name"], opts["namespace"])
+        st = _rollout_for(opts).status(name, opts["namespace"])
     except SlipwayError as exc:
         fail(exc)
-    click.echo(json.dumps(st.to_dict(), indent=2, sort_keys=True))
+    emit(st.to_dict(), opts["output_format"])
 
 
 @rollout.command("promote")
 @_cluster_options
 @click.option("--wait/--no-wait", default=True, show_default=True)
 def promote(**opts: Any) -> None:
-    """Send 100% of traffic to the canary revision."""
+    """Send 100% of traffic to the canary revision of NAME."""
+    name = resource_name(opts["name"], opts["name_flag"])
     try:
-        result = _rollout_for(opts).promote(opts["name"], opts["namespace"], wait=opts["wait"])
+        with _ProgressOnStderr() as on_progress:
+            result = _rollout_for(opts, on_progress).promote(name, opts["namespace"], wait=opts["wait"])
     except SlipwayError as exc:
         fail(exc)
-    _emit(result)
+    _emit(result, opts["output_format"])
 
 
 @rollout.command("rollback")
@@ -246,11 +339,13 @@ def promote(**opts: Any) -> None:
 @click.option("--reason", default="manual rollback", show_default=True)
 @click.option("--wait/--no-wait", default=True, show_default=True)
 def rollback(**opts: Any) -> None:
-    """Pin traffic to the last good revision and restore its storageUri."""
+    """Pin traffic of NAME to the last good revision and restore its storageUri."""
+    name = resource_name(opts["name"], opts["name_flag"])
     try:
-        result = _rollout_for(opts).rollback(
-            opts["name"], opts["namespace"], wait=opts["wait"], reason=opts["reason"]
-        )
+        with _ProgressOnStderr() as on_progress:
+            result = _rollout_for(opts, on_progress).rollback(
+                name, opts["namespace"], wait=opts["wait"], reason=opts["reason"]
+            )
     except SlipwayError as exc:
         fail(exc)
-    click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    emit(result.to_dict(), opts["output_format"])

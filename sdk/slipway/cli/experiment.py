@@ -5,44 +5,32 @@ and persists the split in its repository; the monitor joins feedback to the vers
 reads both and applies the sequential test. In the cluster it lives in an InferenceGraph (`-n NAMESPACE`).
 
 Exit codes: 0 done; 1 failed; 2 bad option or spec; `status --watch`: 3 when it stopped the experiment on a
-guardrail breach (the champion kept serving), 4 when --timeout-s passed before a final verdict.
+guardrail breach (the champion kept serving), 4 when --timeout passed before a final verdict.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
 
-from slipway.cli.errors import fail
+from slipway.cli.errors import ExitCode, fail
+from slipway.cli.options import Duration, option
 from slipway.core.errors import ConfigError, SlipwayError
 from slipway.core.logs import output_console, setup_logging
 
-EXIT_GUARDRAIL = 3
-EXIT_TIMEOUT = 4
+EXIT_GUARDRAIL = ExitCode.REJECTED
+EXIT_TIMEOUT = ExitCode.NO_VERDICT
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_MONITOR_URL = "http://127.0.0.1:8081"
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd]?)$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 if TYPE_CHECKING:
     from slipway.experiments.spec import Health, Variant
 
 console = output_console()
-
-
-def parse_duration(text: str, option: str = "--max-duration") -> float:
-    """`90`, `90s`, `15m`, `12h`, `7d` -> seconds."""
-    match = _DURATION.match(text.strip())
-    if match is None or float(match.group(1)) <= 0:
-        raise ConfigError(
-            f"{option}: expected a positive duration such as 3600, 90m, 12h or 7d, got {text!r}"
-        )
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def _emit(document: dict[str, Any], output: str) -> None:
@@ -259,7 +247,7 @@ _output_option = click.option(
 
 def _cluster_options(fn: Any) -> Any:
     """-n selects the cluster: the experiment is an InferenceGraph there, not a split in `slipway serve`."""
-    for option in reversed(
+    for cluster_option in reversed(
         [
             click.option("-n", "--namespace", default=None, help="run it in the cluster, in this namespace"),
             click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None),
@@ -267,7 +255,7 @@ def _cluster_options(fn: Any) -> Any:
             click.option("--prometheus-url", default=None, help="cluster: Prometheus for the guardrails"),
         ]
     ):
-        fn = option(fn)
+        fn = cluster_option(fn)
     return fn
 
 
@@ -288,7 +276,7 @@ def experiment_group() -> None:
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="false-winner rate")
 @click.option("--min-samples", type=int, default=200, show_default=True, help="labelled rows per variant")
 @click.option("--max-samples", type=int, default=None, help="labelled rows per variant that end it")
-@click.option("--max-duration", default="7d", show_default=True, help="e.g. 3600, 90m, 12h, 7d")
+@click.option("--max-duration", type=Duration(1), default="7d", show_default=True, help="e.g. 90m, 12h, 7d")
 @click.option("--max-error-rate", type=float, default=0.05, show_default=True, help="guardrail on B")
 @click.option("--max-p99-ms", type=float, default=None, help="guardrail on B's p99 latency")
 @click.option("--repository", default=None, help="local: the server's repository, to stage missing versions")
@@ -322,7 +310,7 @@ def start(model: str, **opts: Any) -> None:
                 "alpha": opts["alpha"],
                 "min_samples": opts["min_samples"],
                 "max_samples": opts["max_samples"],
-                "max_duration_s": parse_duration(opts["max_duration"]),
+                "max_duration_s": opts["max_duration"],
                 "guardrails": {"max_error_rate": opts["max_error_rate"], "max_p99_ms": opts["max_p99_ms"]},
                 "started_at": time.time(),
             },
@@ -353,8 +341,21 @@ def start(model: str, **opts: Any) -> None:
 @_monitor_option
 @_cluster_options
 @click.option("--watch", is_flag=True, help="re-check until the verdict is final; stop on a guardrail breach")
-@click.option("--interval-s", type=click.FloatRange(0.1), default=10.0, show_default=True)
-@click.option("--timeout-s", type=click.FloatRange(1), default=None, help="--watch: give up after this long")
+@option(
+    "--poll-interval",
+    "interval_s",
+    aliases=["--interval-s"],
+    type=Duration(0.1),
+    default="10s",
+    show_default=True,
+)
+@option(
+    "--timeout",
+    "timeout_s",
+    aliases=["--timeout-s"],
+    type=Duration(1),
+    help="--watch: give up after this long",
+)
 @_output_option
 def status(model: str, **opts: Any) -> None:
     """The experiment on MODEL: per-variant metric and guardrails, the effect with its always-valid interval,

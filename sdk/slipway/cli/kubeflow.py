@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from slipway.cli.options import Duration
 from slipway.cluster.kfp_client import HOST_ENV, TOKEN_ENV, RunInfo
 from slipway.core.logs import output_console
 
@@ -77,12 +78,12 @@ def _print_run(info: RunInfo) -> None:
 @_config_options
 @click.option("--wait", is_flag=True, help="wait for the run to finish; exit 1 when it fails")
 @click.option(
-    "--timeout", "timeout_s", type=float, default=6 * 3600, show_default=True, help="seconds --wait waits"
+    "--timeout", "timeout_s", type=Duration(1), default="6h", show_default=True, help="how long --wait waits"
 )
 @click.option("--run-name", default=None, help="display name of the run (default: pipeline, config, time)")
 @click.option("--no-cache", is_flag=True, help="run every step, even those the config marks cacheable")
 @click.option(
-    "--poll-interval", "poll_s", type=float, default=10.0, show_default=True, help="seconds between polls"
+    "--poll-interval", "poll_s", type=Duration(0.001), default="10s", show_default=True, help="between polls"
 )
 def submit(
     pipeline: str,
@@ -154,8 +155,8 @@ def runs_list(
 @click.argument("run_id")
 @_connection_options
 @click.option("--wait", is_flag=True, help="wait for the run to finish; exit 1 when it fails")
-@click.option("--timeout", "timeout_s", type=float, default=6 * 3600, show_default=True)
-@click.option("--poll-interval", "poll_s", type=float, default=10.0, show_default=True)
+@click.option("--timeout", "timeout_s", type=Duration(1), default="6h", show_default=True)
+@click.option("--poll-interval", "poll_s", type=Duration(0.001), default="10s", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def runs_get(
     run_id: str,

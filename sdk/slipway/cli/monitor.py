@@ -14,8 +14,14 @@ from typing import Any
 
 import click
 
-from slipway.cli.errors import fail
+from slipway.cli.errors import ExitCode, fail, invalid_options
 from slipway.core.errors import SlipwayError
+from slipway.serving.restricted import (
+    MONITOR_FLAG,
+    MONITOR_GROUPS,
+    MONITOR_RESTRICTED_ENV,
+    parse_restricted,
+)
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -96,6 +102,18 @@ def monitor_group() -> None:
 @click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
+@click.option(
+    "--restricted-api",
+    "restricted_api",
+    multiple=True,
+    metavar="GROUPS:KEY=VALUE",
+    envvar=MONITOR_RESTRICTED_ENV,
+    show_envvar=True,
+    help="Triton's restricted-API syntax: routes of GROUPS (comma-separated: ingest = /events, /v1/batches; "
+    "feedback = /v1/feedback; admin = /v1/events, /v1/variants, /v1/drift/run, /v1/window, /v1/reference, "
+    "/reports; health = /healthz; metrics = /metrics) answer 403 unless header KEY is VALUE; repeatable, each "
+    "group in one flag; unlisted groups stay open.",
+)
 def serve_command(
     reference: Path | None,
     data_dir: Path,
@@ -109,6 +127,7 @@ def serve_command(
     input_name: str | None,
     output_name: str | None,
     log_level: str,
+    restricted_api: tuple[str, ...],
 ) -> None:
     """Serve POST /events (KServe payload logger), /v1/batches, /v1/feedback, /metrics and /reports."""
     from pydantic import ValidationError
@@ -117,6 +136,12 @@ def serve_command(
     from slipway.monitoring.service import MonitorSettings, serve
 
     configure_logging(log_level)
+    try:
+        restricted = parse_restricted(restricted_api, MONITOR_FLAG, MONITOR_GROUPS)
+    except SlipwayError as exc:
+        fail(exc)
+    if restricted:  # group and header names only: a value never reaches a log
+        logging.getLogger(__name__).info("restricted --restricted-api: %s", restricted.summary())
     try:
         settings = MonitorSettings(
             data_dir=data_dir,
@@ -129,9 +154,10 @@ def serve_command(
             input_name=input_name,
             output_name=output_name,
             drift=DriftConfig(family_alpha=family_alpha, alarm_share=alarm_share),
+            restricted_api=restricted,
         )
     except ValidationError as exc:
-        raise click.BadParameter(str(exc)) from exc
+        invalid_options(exc)
     try:
         serve(settings)
     except SlipwayError as exc:
@@ -194,7 +220,7 @@ def drift_group() -> None:
     "--fail-on-drift/--no-fail-on-drift",
     default=False,
     show_default=True,
-    help="Exit with status 3 when drift is detected (for CI and cron jobs).",
+    help=f"Exit with status {int(ExitCode.DRIFT)} when drift is detected (for CI and cron jobs).",
 )
 def report_command(
     reference: Path,
@@ -233,7 +259,7 @@ def report_command(
         if result.html_path and Path(result.html_path) != output:
             Path(result.html_path).replace(output)
     except ValidationError as exc:
-        raise click.BadParameter(str(exc)) from exc
+        invalid_options(exc)
     except SlipwayError as exc:
         fail(exc)
     verdict = "DRIFT" if result.drift_detected else "no drift"
@@ -245,4 +271,4 @@ def report_command(
     for note in result.notes:
         click.echo(f"note: {note}")
     if fail_on_drift and result.drift_detected:
-        sys.exit(3)
+        sys.exit(ExitCode.DRIFT)

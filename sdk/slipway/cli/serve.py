@@ -10,8 +10,10 @@ import json
 import click
 
 from slipway.cli.errors import fail
+from slipway.cli.options import Duration, option
 from slipway.core.errors import SlipwayError
 from slipway.core.logs import setup_logging
+from slipway.serving.restricted import GRPC_RESTRICTED_ENV, HTTP_RESTRICTED_ENV
 
 
 @click.command("serve")
@@ -20,13 +22,30 @@ from slipway.core.logs import setup_logging
 @click.option("--http-port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
+    "--allow-metrics",
+    default=True,
+    show_default=True,
+    type=bool,
+    help="Triton's: serve GET /metrics on --metrics-port (nv_inference_*, then slipway_*); false: no port",
+)
+@click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--metrics-address", default=None, help="Triton's: bind address of the metrics port [default: --host]"
+)
+@click.option(
     "--threads", default=None, type=click.IntRange(1, 256), help="ORT intra-op threads per instance"
 )
 @click.option(
     "--max-queue", default=256, show_default=True, type=click.IntRange(1), help="queued requests per model"
 )
-@click.option(
-    "--timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.001), help="per request"
+@option(
+    "--timeout",
+    "timeout_s",
+    aliases=["--timeout-s"],
+    default="30s",
+    show_default=True,
+    type=Duration(0.001),
+    help="per request",
 )
 @click.option("--max-body-bytes", default=64 << 20, show_default=True, type=click.IntRange(1024))
 @click.option(
@@ -50,11 +69,42 @@ from slipway.core.logs import setup_logging
     help="KServe's payload logger: post every request and response as CloudEvents here (the drift "
     "monitor's /events); best effort, never delays an answer",
 )
+@click.option(
+    "--http-restricted-api",
+    "http_restricted_api",
+    multiple=True,
+    metavar="GROUPS:KEY=VALUE",
+    envvar=HTTP_RESTRICTED_ENV,
+    show_envvar=True,
+    help="Triton's: HTTP routes of GROUPS (comma-separated: health, metadata, inference, shared-memory, "
+    "model-config, model-repository, statistics, trace, logging; the A/B experiment routes are "
+    "model-repository) answer 403 unless header KEY is VALUE; repeatable, each group in one flag; unlisted "
+    "groups stay open",
+)
+@click.option(
+    "--grpc-restricted-protocol",
+    "grpc_restricted_protocol",
+    multiple=True,
+    metavar="GROUPS:KEY=VALUE",
+    envvar=GRPC_RESTRICTED_ENV,
+    show_envvar=True,
+    help="Triton's: gRPC methods of GROUPS (as --http-restricted-api) answer UNAVAILABLE unless metadata "
+    "triton-grpc-protocol-KEY is VALUE",
+)
+@click.option(
+    "--require-digest",
+    is_flag=True,
+    help="refuse a model file without Slipway's metadata sidecar (its sha256 cannot be checked); by default "
+    "such a model (an ordinary Triton repository) is served unchecked, and one with a sidecar is always checked",
+)
 def serve(
     repo: str,
     host: str,
     http_port: int,
     grpc_port: int,
+    allow_metrics: bool,
+    metrics_port: int,
+    metrics_address: str | None,
     threads: int | None,
     max_queue: int,
     timeout_s: float,
@@ -62,19 +112,47 @@ def serve(
     model_control_mode: str,
     load_models: tuple[str, ...],
     logger_url: str | None,
+    http_restricted_api: tuple[str, ...],
+    grpc_restricted_protocol: tuple[str, ...],
+    require_digest: bool,
 ) -> None:
     """Serve a Triton model repository (ONNX models) over the v2 protocol, HTTP and gRPC, until Ctrl-C."""
+    from slipway.serving import restricted as rs
     from slipway.serving.server import run_server
     from slipway.serving.service import ServerOptions
 
     setup_logging()
     if logger_url is not None and not logger_url.startswith(("http://", "https://")):
         fail(SlipwayError(f"--logger-url: expected an http(s) URL, got {logger_url!r}"))
+    try:
+        http_restricted = rs.parse_restricted(http_restricted_api, rs.HTTP_FLAG, rs.SERVE_GROUPS)
+        grpc_restricted = rs.parse_restricted(
+            grpc_restricted_protocol, rs.GRPC_FLAG, rs.SERVE_GROUPS, rs.GRPC_HEADER_PREFIX
+        )
+    except SlipwayError as err:
+        fail(err)
     options = ServerOptions(
-        max_queue=max_queue, timeout_s=timeout_s, max_body_bytes=max_body_bytes, logger_url=logger_url
+        max_queue=max_queue,
+        timeout_s=timeout_s,
+        max_body_bytes=max_body_bytes,
+        logger_url=logger_url,
+        http_restricted=http_restricted,
+        grpc_restricted=grpc_restricted,
+        require_digest=require_digest,
     )
     try:
-        run_server(repo, host, http_port, grpc_port, threads, options, model_control_mode, load_models)
+        run_server(
+            repo,
+            host,
+            http_port,
+            grpc_port,
+            threads,
+            options,
+            model_control_mode,
+            load_models,
+            metrics_port=metrics_port if allow_metrics else None,
+            metrics_host=metrics_address,
+        )
     except SlipwayError as err:
         fail(err)
 
@@ -83,7 +161,9 @@ def serve(
 @click.option("--url", required=True, help="host:port or http(s)://host:port of a v2 server")
 @click.option("--model", required=True)
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
-@click.option("--timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.1))
+@option(
+    "--timeout", "timeout_s", aliases=["--timeout-s"], default="30s", show_default=True, type=Duration(0.1)
+)
 def smoke(url: str, model: str, protocol: str, timeout_s: float) -> None:
     """Check that a server is live and ready and that MODEL answers metadata, config and one inference."""
     from slipway.serving.client import smoke_test

@@ -45,9 +45,9 @@ KNATIVE_QUERIES = PromQLTemplates(
     ),
 )
 
-# Triton's own metrics. Needs a scrape config that copies the pod label serving.knative.dev/revision to a
-# `revision` label, and `--metrics-config summary_latencies=true` for the p99 summary (a per-pod quantile:
-# `max` across pods is the conservative aggregate; summaries cannot be merged exactly).
+# Triton's own metrics. The `revision` label comes from the pod label serving.knative.dev/revision (the
+# manifests' Triton PodMonitor relabels it); the p99 needs `--metrics-config summary_latencies=true` (a per-pod
+# quantile: `max` across pods is the conservative aggregate; summaries cannot be merged exactly).
 TRITON_QUERIES = PromQLTemplates(
     request_rate=(
         'sum(rate(nv_inference_request_success{{namespace="{namespace}",revision="{revision}"}}[{window}]))'

@@ -132,6 +132,27 @@ class RolloutStatus:
         )
 
 
+@dataclass(frozen=True)
+class WaitProgress:
+    """One poll of a bounded wait (readiness, traffic, the canary analysis), for a progress display."""
+
+    name: str
+    namespace: str
+    what: str  # what the rollout waits for
+    elapsed_s: float
+    limit_s: float  # the wait's timeout; for the analysis, its longest possible run
+    condition: str  # what it sees now: the InferenceService's conditions and traffic, or the checks' tally
+
+    def line(self) -> str:
+        return (
+            f"{self.namespace}/{self.name}: waiting for {self.what}, {self.elapsed_s:.0f}s of at most "
+            f"{self.limit_s:.0f}s: {self.condition}"
+        )
+
+
+ProgressCallback = Callable[[WaitProgress], None]
+
+
 @dataclass
 class CanaryAnalysis:
     """Tally of the checks run on one canary, so the step and the CLI report how the decision came about."""
@@ -208,6 +229,18 @@ def _conditions_summary(isvc: dict[str, Any]) -> str:
     return "; ".join(parts) or "no conditions reported yet"
 
 
+def _progress_condition(isvc: dict[str, Any], st: RolloutStatus, generation: int) -> str:
+    """What a waiting poll sees, in one line: the generation, the conditions, the traffic split."""
+    if st.observed_generation < generation:
+        seen = f"generation {generation} not observed yet (at {st.observed_generation})"
+    else:
+        seen = _conditions_summary(isvc)
+    traffic = ", ".join(
+        f"{t.get('revisionName')} {t.get('percent')}%" for t in st.traffic if t.get("percent")
+    )
+    return seen + (f"; traffic {traffic}" if traffic else "")
+
+
 def _analysis_reason(analysis: CanaryAnalysis, last_reasons: list[str]) -> str:
     """One sentence on how the analysis ended, for the result message and the rollback annotation."""
     a = analysis
@@ -260,6 +293,7 @@ class Rollout:
         smoke_test: SmokeTest | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         self.api = api
         self.settings = settings or RolloutSettings()
@@ -267,6 +301,11 @@ class Rollout:
         self.smoke_test = smoke_test
         self._sleep = sleep
         self._clock = clock
+        self._on_progress = on_progress
+
+    def _progress(self, event: WaitProgress) -> None:
+        if self._on_progress is not None:
+            self._on_progress(event)
 
     # API calls, each with a request timeout and errors turned into ClusterError with the server's reason.
     def _call(self, action: str, name: str, namespace: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -325,9 +364,11 @@ class Rollout:
         done: Callable[[RolloutStatus], bool],
         fail_on_not_ready: bool = True,
     ) -> RolloutStatus:
-        """Poll until `generation` is observed and `done` holds; ClusterError on timeout or failure."""
+        """Poll until `generation` is observed and `done` holds; ClusterError on timeout or failure. Each poll
+        that has to wait on is reported to the progress callback."""
         timeout = self.settings.ready_timeout_s
-        deadline = self._clock() + timeout
+        started = self._clock()
+        deadline = started + timeout
         while True:
             isvc = self.get(name, namespace)
             st = RolloutStatus.from_isvc(isvc)
@@ -348,6 +389,16 @@ class Rollout:
                     f"(generation {generation}, observed {st.observed_generation}); "
                     f"conditions: {_conditions_summary(isvc)}"
                 )
+            self._progress(
+                WaitProgress(
+                    name,
+                    namespace,
+                    what,
+                    self._clock() - started,
+                    timeout,
+                    _progress_condition(isvc, st, generation),
+                )
+            )
             self._sleep(min(self.settings.poll_interval_s, remaining))
 
     # --- deploy ---
@@ -604,6 +655,16 @@ class Rollout:
             analysis.failure_threshold,
         )
         started = self._clock()
+        longest = (analysis.required_passes + analysis.failure_threshold - 1) * analysis.interval_s
+        what = f"canary analysis of {canary_revision} against {stable_revision}"
+
+        def report(condition: str) -> None:
+            self._progress(WaitProgress(name, namespace, what, analysis.elapsed_s, longest, condition))
+
+        report(
+            f"{analysis.required_passes} passing checks needed, one every {analysis.interval_s:g}s; "
+            f"{analysis.failure_threshold} failed checks roll it back"
+        )
         last_verdict: CanaryVerdict | None = None
         reasons: list[str] = []
         while not analysis.window_done and analysis.failed < analysis.failure_threshold:
@@ -636,6 +697,12 @@ class Rollout:
                 analysis.failed,
                 analysis.failure_threshold,
                 reasons,
+            )
+            report(
+                f"check {analysis.checks} {result}"
+                + (f" ({'; '.join(reasons)})" if result != "passed" and reasons else "")
+                + f"; passed {analysis.passed}/{analysis.required_passes}, "
+                f"failed {analysis.failed}/{analysis.failure_threshold}, without traffic {analysis.no_data}"
             )
         analysis.reason = _analysis_reason(analysis, reasons)
         return analysis, last_verdict

@@ -7,6 +7,7 @@ free-form mappings (`kwargs`, `env`, ...) are replaced whole.
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 from types import UnionType
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from slipway.core.cluster_config import ClusterConfig
 from slipway.core.drift_rule import DriftRule
-from slipway.core.errors import ConfigError
+from slipway.core.errors import ConfigError, problems_message, validation_problems
 from slipway.core.schema import StrictModel
 
 PRESETS = ("quickstart", "mnist1d", "optimize", "drift")
@@ -408,14 +409,50 @@ class SlipwayConfig(StrictModel):
 
 
 def _format_validation_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(root)"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check spelling; see `slipway config show`)")
-        else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
-    return "invalid configuration:\n" + "\n".join(lines)
+    return problems_message("invalid configuration", validation_problems(err, unknown_hint=_did_you_mean))
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model under a field: the section itself, or the item of an optional, list or mapping."""
+    section = _section_model(annotation)
+    if section is not None:
+        return section
+    for arg in get_args(annotation):
+        inner = _nested_model(arg)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, sections and leaves."""
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        section = _nested_model(field.annotation)
+        if section is not None:
+            keys += _keys(section, f"{prefix}{name}.")
+    return keys
+
+
+def _did_you_mean(loc: tuple[str | int, ...]) -> str:
+    """The key an unknown key was probably meant to be: a sibling spelled alike (`train.epochz` ->
+    `train.epochs`, `trian` -> `train`), else the same key in other sections (`gate.epochs`)."""
+    parts = [str(p) for p in loc]
+    model: type[BaseModel] | None = SlipwayConfig
+    for part in parts[:-1]:  # a list index or mapping key on the way keeps the model of the items
+        field = model.model_fields.get(part) if model else None
+        if field is not None:
+            model = _nested_model(field.annotation)
+    siblings = list(model.model_fields) if model else []
+    close = difflib.get_close_matches(parts[-1], siblings, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean `{'.'.join([*parts[:-1], close[0]])}`?"
+    elsewhere = [key for key in _keys(SlipwayConfig) if key.rsplit(".", 1)[-1] == parts[-1]]
+    if elsewhere:
+        shown = ", ".join(f"`{key}`" for key in elsewhere[:3]) + (", ..." if len(elsewhere) > 3 else "")
+        return f"; it is a key of another section: {shown}"
+    return "; `slipway config show` lists the keys"
 
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:

@@ -6,6 +6,11 @@ Every Slipway exception class lives here (KServe `errors.py` style): its `http_s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Location = tuple[str | int, ...]
+
 
 class SlipwayError(Exception):
     """A failure Slipway explains to the user: the message says what was wrong and what to do.
@@ -115,3 +120,58 @@ class DriftError(SlipwayError):
 
 class ClusterError(SlipwayError):
     """A Kubernetes or Kubeflow API call failed or timed out."""
+
+
+class KubeconfigError(ClusterError):
+    """No usable Kubernetes credentials: the kubeconfig is missing or malformed, or the context is unknown.
+
+    A configuration error (exit 2), not a failed call: nothing was sent, and rerunning will not help.
+    """
+
+    exit_code = 2
+
+
+# --- pydantic validation errors as messages ------------------------------------------------------------------
+
+
+def _dotted(loc: Location) -> str:
+    return ".".join(str(part) for part in loc) or "(root)"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validation_problems(
+    err: Any,
+    *,
+    name: Callable[[Location], str] = _dotted,
+    unknown_hint: Callable[[Location], str] | None = None,
+) -> list[str]:
+    """One line per problem of a pydantic ValidationError: the key (as `name` spells it), what is wrong and
+    what was given; never pydantic's own dump with its type codes and URLs. `unknown_hint` adds to an
+    unknown key's line (a "did you mean")."""
+    lines = []
+    for problem in err.errors(include_url=False):
+        loc = tuple(problem["loc"])
+        key = name(loc)
+        kind = problem["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"{key}: unknown key" + (unknown_hint(loc) if unknown_hint else ""))
+        elif kind == "missing":
+            lines.append(f"{key}: required, not given")
+        else:
+            message = str(problem["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            given = problem.get("input")
+            # A section-level check (a model validator) gets the whole section as input: the message says it.
+            section_check = isinstance(given, dict | list) and kind == "value_error"
+            lines.append(f"{key}: {message}" + ("" if section_check else f" (got {_short(given)})"))
+    return lines
+
+
+def problems_message(heading: str, problems: Sequence[str]) -> str:
+    """`heading: problem` for one problem; the heading then one indented line per problem for several."""
+    if len(problems) == 1:
+        return f"{heading}: {problems[0]}"
+    return f"{heading} ({len(problems)} problems):\n" + "\n".join(f"  {p}" for p in problems)

@@ -4,6 +4,9 @@ Ingest is acknowledged only after the events are fsynced (group commit in `store
 thread every `drift_every` captured rows or on `POST /v1/drift/run`, never on the event loop. Every deliberate
 failure is a SlipwayError mapped to its 4xx (503 when the write queue is full), so malformed input never
 yields a 500.
+
+`--restricted-api GROUPS:KEY=VALUE` (Triton's restricted-API syntax, serving/restricted.py) puts route groups
+behind a header: a request without it gets 403 before its body is read. Unlisted groups stay open.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from slipway.monitoring import events as ev
 from slipway.monitoring.drift import DriftConfig, DriftResult, FeatureSet
 from slipway.monitoring.store import AppendOutcome, Record, SegmentStore, StoreConfig
 from slipway.serving.http_body import HEADER_LENGTH, read_limited_body
+from slipway.serving.restricted import RestrictedGroups
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ OFFLOAD_PARSE_BYTES = 256 * 1024
 MAX_WINDOW_ROWS = 100_000
 MAX_LISTED_EVENTS = 10_000
 SINCE_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{0,9})?")  # plain decimal unix seconds: no sign, exponent, inf
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class MonitorSettings(BaseModel):
@@ -70,6 +75,7 @@ class MonitorSettings(BaseModel):
     max_age_seconds: float | None = 7 * 24 * 3600.0
     dedupe_ids: int = Field(default=200_000, ge=1)
     fsync: bool = True
+    restricted_api: RestrictedGroups = Field(default_factory=RestrictedGroups, repr=False)
 
     def store_config(self) -> StoreConfig:
         return StoreConfig(
@@ -489,20 +495,39 @@ def create_app(settings: MonitorSettings) -> Starlette:
             return Response(content, media_type="application/json")
         return HTMLResponse(content)
 
+    def restricted(group: str, handler: Handler) -> Handler:
+        """`handler` behind its group's header when `--restricted-api` names the group (403 without it)."""
+        restriction = settings.restricted_api.restriction(group)
+        if restriction is None:
+            return handler
+
+        async def check(request: Request) -> Response:
+            if restriction.admits(request.headers.get(restriction.header)):
+                return await handler(request)
+            monitor.metrics.rejected.labels("403").inc()
+            return JSONResponse({"error": "Forbidden", "message": restriction.http_message}, status_code=403)
+
+        return check
+
+    # (path, handler, method, restricted-API group: ingest, feedback, admin, health, metrics)
+    table: list[tuple[str, Handler, str, str]] = [
+        ("/events", post_event, "POST", "ingest"),
+        ("/v1/batches", post_batch, "POST", "ingest"),
+        ("/v1/feedback", post_feedback, "POST", "feedback"),
+        ("/v1/events", list_events, "GET", "admin"),
+        ("/v1/variants", variants, "GET", "admin"),
+        ("/v1/drift/run", run_drift, "POST", "admin"),
+        ("/v1/window", window, "GET", "admin"),
+        ("/v1/reference", reference, "GET", "admin"),
+        ("/healthz", healthz, "GET", "health"),
+        ("/metrics", metrics, "GET", "metrics"),
+        ("/reports", reports, "GET", "admin"),
+        ("/reports/{report_id}", report, "GET", "admin"),
+    ]
     app = Starlette(
         routes=[
-            Route("/events", post_event, methods=["POST"]),
-            Route("/v1/batches", post_batch, methods=["POST"]),
-            Route("/v1/feedback", post_feedback, methods=["POST"]),
-            Route("/v1/events", list_events, methods=["GET"]),
-            Route("/v1/variants", variants, methods=["GET"]),
-            Route("/v1/drift/run", run_drift, methods=["POST"]),
-            Route("/v1/window", window, methods=["GET"]),
-            Route("/v1/reference", reference, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/reports", reports, methods=["GET"]),
-            Route("/reports/{report_id}", report, methods=["GET"]),
+            Route(path, restricted(group, handler), methods=[method])
+            for path, handler, method, group in table
         ],
         exception_handlers={SlipwayError: slipway_error, HTTPException: http_error},
         lifespan=lifespan,

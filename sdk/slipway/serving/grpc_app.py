@@ -4,12 +4,18 @@ Using Triton's service definition keeps kserve (whose protos clash with tritoncl
 gives the Triton-only RPCs (ModelConfig, ModelStatistics, RepositoryIndex, RepositoryModelLoad/Unload) for free.
 ModelInfer honours A/B experiments (a variant per request, named in the response's parameters); starting and
 stopping one is HTTP only (a Slipway extension with no RPC in Triton's service).
+
+`--grpc-restricted-protocol` (serving/restricted.py) is enforced per method by a server interceptor, installed
+only when some group is restricted: a method of a restricted group without metadata `triton-grpc-protocol-KEY`
+= VALUE is refused with UNAVAILABLE and Triton's message before its request is even decoded. The standard
+health service belongs to `health`, as in Triton; reflection belongs to no group and stays open.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -23,6 +29,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from slipway.core.errors import InvalidInputError, SlipwayError
 from slipway.serving.datatypes import NUMPY_TO_V2
 from slipway.serving.experiment import KEY_PARAMETER, Assignment
+from slipway.serving.restricted import RestrictedGroups, Restriction
 from slipway.serving.service import InferenceCore
 from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
@@ -37,6 +44,33 @@ STATUS_CODES = {
 }
 INFERENCE_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# Triton's restricted-protocol group of every RPC (grpc_server.cc registers each handler with its group).
+_INFERENCE_GROUPS = {
+    "ServerLive": "health",
+    "ServerReady": "health",
+    "ModelReady": "health",
+    "ServerMetadata": "metadata",
+    "ModelMetadata": "metadata",
+    "ModelInfer": "inference",
+    "ModelStreamInfer": "inference",
+    "ModelConfig": "model-config",
+    "ModelStatistics": "statistics",
+    "RepositoryIndex": "model-repository",
+    "RepositoryModelLoad": "model-repository",
+    "RepositoryModelUnload": "model-repository",
+    "SystemSharedMemoryStatus": "shared-memory",
+    "SystemSharedMemoryRegister": "shared-memory",
+    "SystemSharedMemoryUnregister": "shared-memory",
+    "CudaSharedMemoryStatus": "shared-memory",
+    "CudaSharedMemoryRegister": "shared-memory",
+    "CudaSharedMemoryUnregister": "shared-memory",
+    "TraceSetting": "trace",
+    "LogSettings": "logging",
+}
+METHOD_GROUPS = {f"/{INFERENCE_SERVICE_NAME}/{name}": group for name, group in _INFERENCE_GROUPS.items()} | {
+    f"/{HEALTH_SERVICE_NAME}/Check": "health",
+    f"/{HEALTH_SERVICE_NAME}/Watch": "health",
+}
 # Typed `contents` field for each v2 datatype (FP16 travels only as raw bytes).
 CONTENTS_FIELDS = {
     "BOOL": "bool_contents",
@@ -234,6 +268,49 @@ class SlipwayServicer(pb_grpc.GRPCInferenceServiceServicer):
                 self.service.record_assignment(assignment, seconds, status)
 
 
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+class RestrictionInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a call to a restricted method unless its metadata carries the group's key and value."""
+
+    def __init__(self, restricted: RestrictedGroups) -> None:
+        self._by_method: dict[str, Restriction] = {}
+        for method, group in METHOD_GROUPS.items():
+            restriction = restricted.restriction(group)
+            if restriction is not None:
+                self._by_method[method] = restriction
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        restriction = self._by_method.get(details.method)
+        if handler is None or restriction is None:
+            return handler
+        sent = next((v for k, v in details.invocation_metadata or () if k == restriction.header), None)
+        if restriction.admits(sent if isinstance(sent, str) else None):
+            return handler
+        return _refusal(handler, restriction.grpc_message)
+
+
+def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same streaming kind that aborts with Triton's status; the request stays undecoded."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+
+    if handler.request_streaming and handler.response_streaming:
+        make = grpc.stream_stream_rpc_method_handler
+    elif handler.request_streaming:
+        make = grpc.stream_unary_rpc_method_handler
+    elif handler.response_streaming:
+        make = grpc.unary_stream_rpc_method_handler
+    else:
+        make = grpc.unary_unary_rpc_method_handler
+    return make(refuse, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
 async def build_grpc_server(
     service: InferenceCore, max_message_bytes: int
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
@@ -241,14 +318,17 @@ async def build_grpc_server(
 
     Beside the inference service it serves the standard `grpc.health.v1.Health` (what Kubernetes gRPC probes and
     grpc_health_probe ask, as Triton answers it) and server reflection (so grpcurl needs no .proto files). The
-    caller marks health NOT_SERVING on shutdown through the returned servicer.
+    caller marks health NOT_SERVING on shutdown through the returned servicer. Restricted groups
+    (`--grpc-restricted-protocol`) are checked by a `RestrictionInterceptor`, absent when none is set.
     """
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(options=options)
+    restricted = service.options.grpc_restricted
+    interceptors = [RestrictionInterceptor(restricted)] if restricted else None
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(SlipwayServicer(service), server)
     health_servicer = health.aio.HealthServicer()  # the overall server ("") starts SERVING
     await health_servicer.set(INFERENCE_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

@@ -5,6 +5,11 @@ so no tensor is converted element by element. Every error is JSON `{"error": msg
 `SlipwayError` class; anything unexpected is a logged 500 that never takes the server down.
 
 `/v2/models/{m}/experiment[/stop]` are a Slipway extension (A/B experiments; no Triton or KServe equivalent).
+
+Each route belongs to one of Triton's restricted-API groups (`--http-restricted-api`, serving/restricted.py): a
+restricted group answers 403 unless the request carries its header, before the body is read. The experiment
+routes belong to `model-repository` (they load and swap versions); `/metrics` belongs to none and stays open,
+as Triton's metrics port does.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from slipway.serving.datatypes import NUMPY_TO_V2
 from slipway.serving.experiment import KEY_HEADER, KEY_PARAMETER, Assignment
 from slipway.serving.http_body import HEADER_LENGTH, json_header_size, read_limited_body
 from slipway.serving.loader import LoadedModel
+from slipway.serving.restricted import Restriction
 from slipway.serving.service import EXPERIMENTS, InferenceCore
 from slipway.serving.validation import RequestTensor, check_outputs, decode_inputs
 
@@ -200,9 +206,15 @@ def build_app(service: InferenceCore) -> Starlette:
     """The ASGI app; routes follow the v2 protocol and Triton's extensions (see docs/serving.md)."""
     metrics = service.metrics
     limit = service.options.max_body_bytes
+    restricted = service.options.http_restricted
 
-    def guarded(handler: Handler) -> Handler:
+    def guarded(handler: Handler, group: str | None) -> Handler:
+        """Errors as JSON with their status; a restricted `group` first checks its header (Triton: 403)."""
+        restriction: Restriction | None = restricted.restriction(group) if group else None
+
         async def wrapper(request: Request) -> Response:
+            if restriction is not None and not restriction.admits(request.headers.get(restriction.header)):
+                return _error(403, restriction.http_message)
             try:
                 return await handler(request)
             except SlipwayError as err:
@@ -337,26 +349,30 @@ def build_app(service: InferenceCore) -> Starlette:
                 service.record_assignment(assignment, seconds, status)
 
     model_paths = ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"]
-    routes = [
-        Route("/v2/health/live", guarded(live), methods=["GET"]),
-        Route("/v2/health/ready", guarded(ready), methods=["GET"]),
-        Route("/v2", guarded(server_metadata), methods=["GET"]),
-        Route("/v2/models/stats", guarded(model_stats), methods=["GET"]),
-        Route("/v2/repository/index", guarded(repository_index), methods=["POST"]),
-        Route("/v2/repository/models/{model}/load", guarded(load_model), methods=["POST"]),
-        Route("/v2/repository/models/{model}/unload", guarded(unload_model), methods=["POST"]),
-        Route("/metrics", guarded(prometheus), methods=["GET"]),
+    # (path, handler, method, Triton's restricted-API group; None: never restricted)
+    table: list[tuple[str, Handler, str, str | None]] = [
+        ("/v2/health/live", live, "GET", "health"),
+        ("/v2/health/ready", ready, "GET", "health"),
+        ("/v2", server_metadata, "GET", "metadata"),
+        ("/v2/models/stats", model_stats, "GET", "statistics"),
+        ("/v2/repository/index", repository_index, "POST", "model-repository"),
+        ("/v2/repository/models/{model}/load", load_model, "POST", "model-repository"),
+        ("/v2/repository/models/{model}/unload", unload_model, "POST", "model-repository"),
+        ("/metrics", prometheus, "GET", None),
         # A Slipway extension: A/B experiments (docs/serving.md, "A/B experiments"); HTTP only.
-        Route("/v2/models/{model}/experiment", guarded(start_experiment), methods=["POST"]),
-        Route("/v2/models/{model}/experiment", guarded(experiment_status), methods=["GET"]),
-        Route("/v2/models/{model}/experiment/stop", guarded(stop_experiment), methods=["POST"]),
+        ("/v2/models/{model}/experiment", start_experiment, "POST", "model-repository"),
+        ("/v2/models/{model}/experiment", experiment_status, "GET", "model-repository"),
+        ("/v2/models/{model}/experiment/stop", stop_experiment, "POST", "model-repository"),
     ]
     for base in model_paths:
-        routes += [
-            Route(base, guarded(model_metadata), methods=["GET"]),
-            Route(base + "/ready", guarded(model_ready), methods=["GET"]),
-            Route(base + "/infer", guarded(infer), methods=["POST"]),
-            Route(base + "/config", guarded(model_config), methods=["GET"]),
-            Route(base + "/stats", guarded(model_stats), methods=["GET"]),
+        table += [
+            (base, model_metadata, "GET", "metadata"),
+            (base + "/ready", model_ready, "GET", "health"),
+            (base + "/infer", infer, "POST", "inference"),
+            (base + "/config", model_config, "GET", "model-config"),
+            (base + "/stats", model_stats, "GET", "statistics"),
         ]
+    routes = [
+        Route(path, guarded(handler, group), methods=[method]) for path, handler, method, group in table
+    ]
     return Starlette(routes=routes)

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,8 @@ from slipway.serving.experiment import (
 )
 from slipway.serving.loader import LoadedModel, SessionOptions, check_model_control_mode, load_model_dir
 from slipway.serving.payload_logger import PayloadLogger
-from slipway.serving.stats import ModelStats, ServerMetrics
+from slipway.serving.restricted import RestrictedGroups
+from slipway.serving.stats import ModelStats, ServerMetrics, failure_reason
 from slipway.serving.triton_repository import list_models, model_versions
 from slipway.serving.validation import batch_size
 
@@ -77,6 +78,11 @@ class ServerOptions:
     max_body_bytes: int = 64 << 20
     shutdown_grace_s: float = 5.0
     logger_url: str | None = None  # KServe's payload logger sink (the drift monitor's /events); None: off
+    # Triton's --http-restricted-api / --grpc-restricted-protocol (serving/restricted.py); empty: all open
+    http_restricted: RestrictedGroups = field(default_factory=RestrictedGroups)
+    grpc_restricted: RestrictedGroups = field(default_factory=RestrictedGroups)
+    # `--require-digest`: refuse a model file without Slipway's metadata sidecar (its sha256 cannot be checked)
+    require_digest: bool = False
 
 
 def message_to_dict(message: Message) -> dict[str, Any]:
@@ -287,8 +293,8 @@ class InferenceCore:
         timeout = self.options.timeout_s if timeout_s is None else min(timeout_s, self.options.timeout_s)
         try:
             outputs = await batcher.infer(arrays, rows, timeout)
-        except SlipwayError:
-            stats.record_request(False, time.perf_counter_ns() - start)
+        except (SlipwayError, asyncio.CancelledError) as err:
+            stats.record_request(False, time.perf_counter_ns() - start, reason=failure_reason(err))
             raise
         stats.record_request(True, time.perf_counter_ns() - start, rows)
         if self.payload_logger is not None:
@@ -333,6 +339,13 @@ class InferenceCore:
         else:
             models = [m for n in sorted(self.models) for m in self._served_versions(n)]
         return {"model_stats": [self._stats_of(m).as_dict() for m in models]}
+
+    def served_stats(self) -> list[tuple[ModelStats, int]]:
+        """Each served version's statistics (what `statistics()` reports) and its queued requests: Triton's
+        metrics (`stats.TritonMetrics`) read these at scrape time."""
+        served = [m for n in sorted(self.models) for m in self._served_versions(n)]
+        batchers = [self._batcher_of.get(id(m)) for m in served]
+        return [(self._stats_of(m), b.depth() if b else 0) for m, b in zip(served, batchers, strict=True)]
 
     def _in_repository(self, name: str) -> bool:
         return self.repository is not None and name in list_models(self.repository)

@@ -1,7 +1,8 @@
 """Check and decode request tensors against the model's config before anything reaches ONNX Runtime.
 
 Every refusal is an `InvalidInputError` (HTTP 400, gRPC INVALID_ARGUMENT) whose message names the model, the
-tensor and what was expected, so a client can fix its request; the server keeps serving.
+tensor and what was expected, so a client can fix its request; the server keeps serving. NaN and Inf in float
+inputs pass, as in Triton, unless the model config opts in to refusing them (`reject_non_finite`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from slipway.core.errors import InvalidInputError
-from slipway.serving.loader import LoadedModel, TensorInfo
+from slipway.serving.loader import REJECT_NON_FINITE_PARAMETER, LoadedModel, TensorInfo
 
 # numpy kinds a JSON/typed value list may have for each target kind (ints are fine for float tensors).
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
@@ -105,11 +106,11 @@ def decode_tensor(model: LoadedModel, tensor: RequestTensor) -> np.ndarray:
         arr = np.frombuffer(data, dtype=info.dtype).reshape(dims)
     else:
         arr = _from_values(where, info, data, count).reshape(dims)
-    if info.dtype.kind == "f" and not model.allow_non_finite and not np.isfinite(arr).all():
+    if model.reject_non_finite and info.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         raise InvalidInputError(
-            f"{where}: {bad} NaN or Inf value(s); not allowed unless the model config sets "
-            f"parameter allow_non_finite=true"
+            f"{where}: {bad} NaN or Inf value(s); refused because the model config sets parameter "
+            f"{REJECT_NON_FINITE_PARAMETER}=true"
         )
     return arr
 

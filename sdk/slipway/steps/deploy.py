@@ -1,8 +1,9 @@
 """The pipeline's deploy step: a KServe canary rollout in the cluster, a served smoke test on one machine.
 
-Locally the packaged repository is served by `slipway serve` on 127.0.0.1, smoke-tested over HTTP and gRPC
-with tritonclient (the same client code that talks to KServe + Triton), and stopped; or, with
-`deploy.serve_url`, the new version goes to a server that keeps running (the drift loop's local rollout).
+Locally the packaged repository is served by `slipway serve --require-digest` on 127.0.0.1 (every model
+checked against its Slipway metadata), smoke-tested over HTTP and gRPC with tritonclient (the same client
+code that talks to KServe + Triton), and stopped; or, with `deploy.serve_url`, the new version, its digest
+checked, goes to a server that keeps running (the drift loop's local rollout).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def deploy_local(repo_dir: Path, model: str) -> dict[str, Any]:
+    """Serve the packaged repository with every model's digest required (`--require-digest`): what the
+    pipeline deploys is what it packaged, checked byte for byte, and a model without metadata is refused."""
     from slipway.serving.client import smoke_test
     from slipway.serving.server import start_server
+    from slipway.serving.service import ServerOptions
 
-    with start_server(repo_dir) as server:
+    with start_server(repo_dir, options=ServerOptions(require_digest=True)) as server:
         http = smoke_test(server.url, model, "http")
         grpc = smoke_test(server.grpc_url, model, "grpc")
     return {"target": "local", "model": model, "smoke": {"http": http, "grpc": grpc}}
@@ -31,12 +35,15 @@ def deploy_local(repo_dir: Path, model: str) -> dict[str, Any]:
 def deploy_to_server(repo_dir: Path, model: str, url: str, served_repository: Path) -> dict[str, Any]:
     """Put the packaged version beside the ones a running `slipway serve` holds and load it through Triton's
     model control API: the server loads and checks the new version, then swaps to it without failing a request.
+    The version's digest is required and checked here first, whatever the running server was started with.
     """
     from slipway.core.errors import SlipwayError
     from slipway.serving.client import InferenceClient, smoke_test
+    from slipway.serving.loader import verify_version_digest
     from slipway.serving.triton_repository import model_versions, stage_version
 
     version = model_versions(repo_dir / model)[-1]
+    verify_version_digest(repo_dir / model, version)
     stage_version(repo_dir / model, version, served_repository)
     with InferenceClient(url) as client:
         client.load_model(model)
