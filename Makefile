@@ -84,6 +84,7 @@ check: install-dev
 
 bench: install
 	$(PY) -m benchmarks.compression --output docs
+	$(PY) -m benchmarks.aoti --output docs
 
 clean:
 	rm -rf $(VENV) .tools runs

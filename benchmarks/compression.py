@@ -511,12 +511,12 @@ def render_gpu(g: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this bench's section between its markers, leaving other benches' sections alone."""
+def write_section(path: Path, section: str, start: str = MARK_START, end: str = MARK_END) -> None:
+    """Replace a bench's section between its markers (this bench's by default), leaving the others alone."""
     text = path.read_text() if path.is_file() else INTRO
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        tail = rest.split(MARK_END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"

@@ -1,11 +1,14 @@
-# Over 500 lines: three load patterns (closed loop, open loop, batching) and their one report, kept together.
+# Over 500 lines: three load patterns (closed loop, open loop, batching), their report and plot, kept together.
 """Serving benchmark: `python -m benchmarks.serving --output docs` (bounded, 127.0.0.1 only).
 
-Three measurements, each repeated and reported as the median:
+Four measurements, each repeated and reported as the median:
 1. throughput at batch 32 over HTTP (binary tensors) and gRPC vs in-process ONNX Runtime, same model and threads;
 2. dynamic batching on a compute-bound 3x32x32 CNN with single-image clients (concurrency 1, 4, 16),
    with and without batching, and the p99 bound max_queue_delay + two batches' compute;
-3. p99 latency at an offered 1,000 single-image requests/s, open loop, to a digits-sized 1x8x8 CNN.
+3. p99 latency at an offered 1,000 single-image requests/s, open loop, to a digits-sized 1x8x8 CNN;
+4. the demo's registered champion at 1,000 images/s, accuracy of the answers included, and the highest rate that
+   meets p99 < 100 ms (benchmarks/serving_champion.py; `--only champion`).
+Then serving.png from serving.json (`--only plot` redraws it alone).
 
 The server runs in its own process and the load generator in another (spawned), so the generator's cost is
 visible and separate; both share the machine's cores with the server, which the report states.
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import numpy as np
@@ -138,36 +141,53 @@ def ort_latency_ms(path: Path, shape: tuple[int, ...], batch: int, threads: int,
 
 # ---------------------------------------------------------------- load generator (runs in a spawned process)
 def _http_request(model: str, batch: int, shape: tuple[int, ...], port: int) -> bytes:
-    x = np.random.default_rng(1).random((batch, *shape), dtype=np.float32).tobytes()
+    x = np.random.default_rng(1).random((batch, *shape), dtype=np.float32)
+    return http_infer_request(model, x, port)
+
+
+def http_infer_request(
+    model: str, x: np.ndarray, port: int, input_name: str = "input", output_name: str = "logits"
+) -> bytes:
+    """A whole v2 binary-tensor HTTP/1.1 request for the batch `x`, built once and sent as bytes."""
+    from slipway.serving.datatypes import NUMPY_TO_V2
+
+    data = np.ascontiguousarray(x).tobytes()
     header = json.dumps(
         {
             "inputs": [
                 {
-                    "name": "input",
-                    "datatype": "FP32",
-                    "shape": [batch, *shape],
-                    "parameters": {"binary_data_size": len(x)},
+                    "name": input_name,
+                    "datatype": NUMPY_TO_V2[x.dtype.name],
+                    "shape": list(x.shape),
+                    "parameters": {"binary_data_size": len(data)},
                 }
             ],
-            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+            "outputs": [{"name": output_name, "parameters": {"binary_data": True}}],
         }
     ).encode()
     head = (
         f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
         f"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: {len(header)}\r\n"
-        f"Content-Length: {len(header) + len(x)}\r\n\r\n"
+        f"Content-Length: {len(header) + len(data)}\r\n\r\n"
     )
-    return head.encode() + header + x
+    return head.encode() + header + data
 
 
-async def _http_call(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-    """One keep-alive HTTP/1.1 exchange with no client library in the way (the generator must stay cheap)."""
+async def http_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes, bytes]:
+    """One keep-alive HTTP/1.1 exchange with no client library in the way (the generator must stay cheap):
+    (status, response head, body)."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     lower = head.lower()
     i = lower.index(b"\r\ncontent-length:") + 17
-    await reader.readexactly(int(lower[i : lower.index(b"\r\n", i)]))
-    return int(head[9:12])
+    body = await reader.readexactly(int(lower[i : lower.index(b"\r\n", i)]))
+    return int(head[9:12]), head, body
+
+
+async def _http_call(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    return (await http_exchange(reader, writer, request))[0]
 
 
 def _summary(latencies: list[float], statuses: Counter[int], elapsed: float, rows: int) -> dict[str, Any]:
@@ -296,7 +316,7 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
 
 
-def _machine() -> dict[str, Any]:
+def machine() -> dict[str, Any]:
     import onnxruntime as ort
 
     cpu = platform.processor() or ""
@@ -310,6 +330,7 @@ def _machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "nproc": len(os.sched_getaffinity(0)),  # what `nproc` prints: the CPUs this process may run on
         "platform": platform.platform(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
@@ -325,7 +346,7 @@ def run_bench(output: Path, seconds: float = 2.0, repeats: int = 3, threads: int
     started = time.time()
     os.environ.setdefault("SLIPWAY_LOG_LEVEL", "WARNING")  # the server subprocess inherits it
     report: dict[str, Any] = {
-        "machine": _machine(),
+        "machine": machine(),
         "command": f"python -m benchmarks.serving --output {output}",
         "settings": {"seconds": seconds, "repeats": repeats, "ort_threads": threads, "warmup_s": WARMUP_S},
     }
@@ -456,7 +477,14 @@ def run_bench(output: Path, seconds: float = 2.0, repeats: int = 3, threads: int
                 for s in stats["model_stats"]
             }
     report["wall_s"] = round(time.time() - started, 1)
+    return write_report(output, report)
+
+
+def write_report(output: Path, keys: dict[str, Any]) -> dict[str, Any]:
+    """Merge `keys` into OUTPUT/benchmarks/serving.json, keeping the keys another phase wrote; returns it all."""
     out = output / "benchmarks" / "serving.json"
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    report.update(keys)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -505,23 +533,185 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def plot(report: dict[str, Any], path: Path) -> Path:
+    """serving.png from serving.json: throughput and p99 against concurrency with dynamic batching on and off,
+    and, when the champion phase searched its maximum rate, p99 against the offered rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batching = report.get("dynamic_batching")
+    search = (report.get("champion_at_rate") or {}).get("max_rate") or {}
+    if batching is None and not search:
+        raise click.ClickException(
+            "serving.json has neither dynamic_batching nor champion_at_rate.max_rate: nothing to plot"
+        )
+    panels = (2 if batching else 0) + (1 if search else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.3), dpi=110, squeeze=False)
+    ax_iter = iter(axes[0])
+    if batching:
+        levels = sorted(batching["concurrency"].items(), key=lambda kv: int(kv[0]))
+        clients = [int(c) for c, _ in levels]
+        delay = batching["max_queue_delay_ms"]
+        modes = (
+            ("batching", f"dynamic batching on ({delay:g} ms queue delay)", "o-"),
+            ("no_batching", "dynamic batching off", "s--"),
+        )
+        for key, ylabel, title in (
+            ("req_per_s", "throughput (single-image requests/s)", "Throughput vs concurrency"),
+            ("p99_ms", "p99 latency (ms)", "p99 latency vs concurrency"),
+        ):
+            ax = next(ax_iter)
+            for mode, label, style in modes:
+                ax.plot(clients, [level[mode][key] for _, level in levels], style, label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(clients, [str(c) for c in clients])
+            ax.set_xlabel("concurrent clients (closed loop, HTTP)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{title}\n{batching['model'].split(',')[0]}", fontsize=10)
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    if search:
+        ax = next(ax_iter)
+        for protocol, found in search.items():
+            steps = sorted(found["steps"], key=lambda st: st["offered_per_s"])
+            ax.plot(
+                [st["offered_per_s"] for st in steps],
+                [st["p99_ms"] for st in steps],
+                "o-",
+                label=f"{'HTTP' if protocol == 'http' else 'gRPC'} (met up to {found['max_rate_per_s'] or 0:,.0f}/s)",
+            )
+        ax.axhline(100, color="grey", linestyle=":", label="target p99 < 100 ms")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered rate (single-image requests/s, open loop)")
+        ax.set_ylabel("p99 latency (ms, log scale)")
+        model = report["champion_at_rate"]["model"]
+        ax.set_title(
+            f"The demo's champion ({model['name']} v{model['version']})\np99 vs offered rate", fontsize=10
+        )
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    cores = report.get("machine", report.get("champion_at_rate", {}).get("machine", {})).get("cores")
+    fig.suptitle(f"slipway serve on {cores} CPU cores, load generator on the same cores", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+Only = Literal["core", "champion", "plot"]
+
+
 @click.command()
 @click.option(
     "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True
 )
-@click.option("--seconds", type=click.FloatRange(0.2, 30), default=2.0, show_default=True, help="per run")
-@click.option("--repeats", type=click.IntRange(1, 9), default=3, show_default=True)
 @click.option(
-    "--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="ORT intra-op threads"
+    "--only",
+    type=click.Choice(["core", "champion", "plot"]),
+    default=None,
+    help="core: the three measurements on generated models; champion: the demo's champion at a rate; plot: "
+    "serving.png from the existing serving.json [default: all three, then the plot]",
 )
-def main(output: Path, seconds: float, repeats: int, threads: int) -> None:
-    """Measure the local server against in-process ONNX Runtime and write OUTPUT/benchmarks/serving.json."""
+@click.option(
+    "--seconds", type=click.FloatRange(0.2, 30), default=2.0, show_default=True, help="per core run"
+)
+@click.option(
+    "--repeats", type=click.IntRange(1, 9), default=3, show_default=True, help="runs per measurement"
+)
+@click.option(
+    "--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="ORT intra-op threads (core)"
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench-serving"),
+    show_default=True,
+    help="champion: the `slipway run quickstart` output whose registry holds the champion",
+)
+@click.option("--reuse-run", is_flag=True, help="champion: reuse RUN_DIR's run when it has one, else make it")
+@click.option(
+    "--rate", type=click.FloatRange(1, 20000), default=1000.0, show_default=True, help="req/s offered"
+)
+@click.option(
+    "--duration", type=click.FloatRange(0.5, 600), default=30.0, show_default=True, help="s per run at --rate"
+)
+@click.option("--search/--no-search", default=True, show_default=True, help="champion: find the highest rate")
+@click.option("--search-low", type=click.FloatRange(1), default=500.0, show_default=True, help="req/s")
+@click.option("--search-high", type=click.FloatRange(1), default=4000.0, show_default=True, help="req/s")
+@click.option("--search-seconds", type=click.FloatRange(0.5, 120), default=10.0, show_default=True)
+@click.option("--search-bisections", type=click.IntRange(0, 6), default=2, show_default=True)
+@click.option(
+    "--server-threads",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="champion: `slipway serve --threads` [default: its own default, ONNX Runtime decides]",
+)
+def main(
+    output: Path,
+    only: Only | None,
+    seconds: float,
+    repeats: int,
+    threads: int,
+    run_dir: Path,
+    reuse_run: bool,
+    rate: float,
+    duration: float,
+    search: bool,
+    search_low: float,
+    search_high: float,
+    search_seconds: float,
+    search_bisections: int,
+    server_threads: int | None,
+) -> None:
+    """Measure `slipway serve` (against in-process ONNX Runtime, and serving the demo's champion at a rate);
+    write OUTPUT/benchmarks/serving.json, OUTPUT/benchmarks/serving.png and the champion's section of
+    OUTPUT/benchmarks.md."""
+    import shlex
+    import sys
+
+    from benchmarks import serving_champion as champion
+    from benchmarks.compression import write_section
     from slipway.core.logs import setup_logging
 
+    if search_low > search_high:
+        raise click.BadParameter(f"{search_low:g} > --search-high {search_high:g}", param_hint="--search-low")
     setup_logging("WARNING")
-    report = run_bench(output, seconds, repeats, threads)
-    click.echo(markdown(report))
-    click.echo(f"\nwritten: {output / 'benchmarks' / 'serving.json'} ({report['wall_s']} s)")
+    os.environ.setdefault("SLIPWAY_LOG_LEVEL", "WARNING")  # the server subprocesses inherit it
+    json_path, png_path = output / "benchmarks" / "serving.json", output / "benchmarks" / "serving.png"
+    if only in (None, "core"):
+        report = run_bench(output, seconds, repeats, threads)
+        click.echo(markdown(report))
+    if only in (None, "champion"):
+        settings = champion.ChampionSettings(
+            run_dir=run_dir,
+            reuse_run=reuse_run,
+            rate=rate,
+            seconds=duration,
+            repeats=repeats,
+            search=search,
+            search_low=search_low,
+            search_high=search_high,
+            search_seconds=search_seconds,
+            search_bisections=search_bisections,
+            server_threads=server_threads,
+        )
+        command = "python -m benchmarks.serving " + shlex.join(sys.argv[1:])
+        try:
+            result = champion.run_champion(settings, command)
+        except champion.BenchError as err:
+            raise click.ClickException(str(err)) from None
+        write_report(output, {"champion_at_rate": result})
+        section = champion.markdown(result)
+        write_section(output / "benchmarks.md", section, champion.MARK_START, champion.MARK_END)
+        click.echo(section)
+    if not json_path.is_file():
+        raise click.ClickException(f"{json_path} does not exist: run the bench before --only plot")
+    plot(json.loads(json_path.read_text()), png_path)
+    click.echo(f"\nwritten: {json_path}, {png_path}")
 
 
 if __name__ == "__main__":

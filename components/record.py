@@ -1,7 +1,8 @@
-"""Component: log what the cached steps produced (numbers, files, lineage) into this run's MLflow run."""
+"""Component: log what the cached steps produced (numbers, files, lineage) into this run's MLflow run, and show
+the chosen candidate's evaluation in the KFP UI (its metrics and confusion matrix)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from slipway.core.images import CPU_IMAGE
 
@@ -19,6 +20,8 @@ def record_run(
     report: Input[Artifact],
     selection_report: Input[Artifact],
     confusion_matrix: Input[Artifact],
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
 ):
     from pathlib import Path
 
@@ -27,7 +30,7 @@ def record_run(
     def produced(artifact) -> "steps.Produced":
         return steps.Produced(artifact.uri, Path(artifact.path), dict(artifact.metadata))
 
-    steps.record_run(
+    chosen = steps.record_run(
         steps.begin(config),
         run_id,
         produced(dataset),
@@ -37,3 +40,6 @@ def record_run(
         produced(selection_report),
         produced(confusion_matrix),
     )
+    for name, value in chosen.metrics.items():
+        metrics.log_metric(name, value)
+    classification_metrics.log_confusion_matrix(chosen.class_names, chosen.confusion_matrix)

@@ -1,4 +1,4 @@
-"""The quickstart pipeline: data -> teacher -> student -> prune -> ONNX -> INT8/FP16 -> select -> record -> gate
+"""The quickstart pipeline: data -> teacher -> student (found by the compression search) -> prune -> ONNX -> INT8/FP16 -> select -> record -> gate
 -> register -> Triton -> deploy. The packaged and registered model is the fastest candidate format within the
 accuracy budget.
 
@@ -10,10 +10,10 @@ from kfp import dsl
 
 from slipway.components.data import prepare_data
 from slipway.components.deploy import deploy
-from slipway.components.distill import distill_student
 from slipway.components.export import export_onnx
 from slipway.components.package import package_triton
 from slipway.components.promote import promote
+from slipway.components.search import record_search, search_student
 from slipway.components.start import start_run
 from slipway.components.train import train_teacher
 from slipway.components.train_distributed import distill_student_distributed, train_teacher_distributed
@@ -51,12 +51,25 @@ def quickstart(
     dataset = data.outputs["dataset"]
     # In a cluster, a role configured for more than one process or node trains as a Kubeflow TrainJob.
     train = train_teacher_distributed if trains_as_job("teacher") else train_teacher
-    distill = distill_student_distributed if trains_as_job("student") else distill_student
     teacher = train(config=slices["teacher"], dataset=dataset).set_display_name("train-teacher")
     configure_task(teacher, "gpu", cluster)
-    student = distill(
-        config=slices["student"], dataset=dataset, teacher=teacher.outputs["model"]
-    ).set_display_name("distill-student")
+    if trains_as_job("student"):
+        student = distill_student_distributed(
+            config=slices["student"], dataset=dataset, teacher=teacher.outputs["model"]
+        ).set_display_name("distill-student")
+    else:
+        # The compression search (compress.search) finds the student; off, it distils the fixed `student`.
+        student = search_student(
+            config=slices["student"], dataset=dataset, teacher=teacher.outputs["model"]
+        ).set_display_name("search-student")
+        searched = record_search(
+            config=resolved,
+            run_id=run_id,
+            search_report=student.outputs["search_report"],
+            search_summary=student.outputs["search_summary"],
+            search_plot=student.outputs["search_plot"],
+        ).set_display_name("record-search")
+        configure_task(searched, "side_effects", cluster)
     configure_task(student, "gpu", cluster)
     teacher_onnx = export_onnx(
         config=slices["export"], dataset=dataset, model=teacher.outputs["model"]

@@ -31,6 +31,7 @@ FAST = [
     "export.parity_samples=64",
     "data.reference_samples=100",
     "compress.prune.finetune.epochs=2",
+    "compress.search.enabled=false",  # on in the preset; tests/unit/test_search.py and the search tests run it
 ]
 
 

@@ -87,6 +87,7 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
     assert set(json.loads(Path(report.path).read_text())) >= {"teacher", "teacher_eager", "student"}
     assert Path(cm.path).read_bytes()[:4] == b"\x89PNG"
 
+    ui_metrics, classification = a(dsl.Metrics, "ui-metrics"), a(dsl.ClassificationMetrics, "ui-cm")
     record_run.python_func(
         config=config,
         run_id=run_id,
@@ -99,12 +100,25 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
         report=report,
         selection_report=selection,
         confusion_matrix=cm,
+        metrics=ui_metrics,
+        classification_metrics=classification,
     )
     run = find_run(fast_config.registry, "k")
     assert json.loads(run.data.tags["slipway.student"])["format"] == fmt
     assert run.data.tags["slipway.produced_by.teacher"] == run_id  # produced here, not reused from a cache
-    history = mlflow_client(fast_config.registry).get_metric_history(run_id, "teacher.val_accuracy")
-    assert [m.step for m in history] == [1, 2]
+    # The KFP UI's view of the chosen candidate: its numbers and its test-split confusion matrix.
+    chosen_evaluation = json.loads(Path(report.path).read_text())["student"]
+    assert ui_metrics.metadata["accuracy"] == chosen_evaluation["accuracy"]
+    assert ui_metrics.metadata["size_bytes"] == chosen_evaluation["size_bytes"] > 0
+    matrix = classification.metadata["confusionMatrix"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == [str(k) for k in range(10)]
+    assert matrix["rows"] == [{"row": row} for row in chosen_evaluation["confusion_matrix"]]
+    # MLflow: one point per epoch for each trained model, so its UI draws the training curves.
+    client = mlflow_client(fast_config.registry)
+    for role, epochs in (("teacher", 2), ("student", student.metadata["epochs_run"])):
+        for metric in ("loss", "val_accuracy", "val_loss"):
+            history = client.get_metric_history(run_id, f"{role}.{metric}")
+            assert [m.step for m in history] == list(range(1, epochs + 1)), (role, metric)
 
     decision = a(dsl.Artifact, "decision")
     passed = gate.python_func(
@@ -121,6 +135,19 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
         decision=decision,
     )
     assert version == "1"
+    # The registered model carries its signature: the ONNX graph's input and output tensors.
+    from urllib.parse import urlparse
+
+    from mlflow.models import Model
+
+    source = client.get_model_version(
+        fast_config.registry.model_name, "1"
+    ).source  # models:/<logged model id>
+    logged = client.get_logged_model(source.removeprefix("models:/"))
+    signature = Model.load(str(Path(urlparse(logged.artifact_location).path) / "MLmodel")).signature
+    assert signature is not None
+    assert [(s.name, s.shape) for s in signature.inputs.inputs] == [("input", (-1, 1, 8, 8))]
+    assert signature.outputs.inputs[0].shape == (-1, 10)
     assert promote.python_func(config=config, run_id=run_id, version=version) == "challenger,champion"
     assert champion(fast_config.registry).version == "1"
 

@@ -35,6 +35,7 @@ def first_and_second(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     command = readme_block("PYTHONPATH=").strip()
     first = shell(command, project)
     assert first.returncode == 0, "the README's example failed (its output is above)"
+    (project / "first-run.stdout").write_text(first.stdout)
     first_summary = summary(project, "runs/mine")
     # The second run replaces runs/mine/model_repository: keep the first one's to check it against version 1.
     shutil.copytree(first_summary["model_repository"], project / "first_repository")
@@ -51,7 +52,7 @@ def test_readme_example_succeeds_with_typed_kwargs_and_serves(first_and_second) 
     assert {s["status"] for s in steps.values()} == {"succeeded"}, steps
     # 64 and 4 reached the factory as ints (a double fails nn.Conv1d), true/false as bools.
     assert steps["train-teacher"]["outputs"]["model"]["params"] == params(64, batch_norm=True)
-    assert steps["distill-student"]["outputs"]["model"]["params"] == params(4, batch_norm=False)
+    assert steps["search-student"]["outputs"]["model"]["params"] == params(4, batch_norm=False)
     assert (
         steps["deploy"]["outputs"]["Output"] == "local"
     )  # the step served the repository and smoke-tested it
@@ -73,6 +74,23 @@ def test_readme_example_succeeds_with_typed_kwargs_and_serves(first_and_second) 
     tags = registry.mlflow_client(store).get_model_version("my-model", "1").tags
     assert tags["slipway.sha256"] == hashlib.sha256(packaged).hexdigest()
     assert tags["slipway.model_repository_sha256"] == registry.directory_sha256(repo)
+
+
+def test_the_console_is_one_screen_and_the_pipeline_ui_gets_the_chosen_models_evaluation(
+    first_and_second,
+) -> None:
+    project, run, _ = first_and_second
+    console = (project / "first-run.stdout").read_text().splitlines()
+    assert len(console) <= 60, console  # one line per step start and end, then the summary
+    for name, step in steps_by_name(run).items():
+        assert any(line.split()[:3] == ["✓", name, "succeeded"] for line in console), name
+        assert "KFP Executor" in Path(step["log"]).read_text()  # the step's full output, in its own file
+    # record's KFP outputs (from kfp.local's executor_output.json): what the KFP UI shows for the run
+    record = steps_by_name(run)["record"]["outputs"]
+    assert 0 < record["metrics"]["accuracy"] == run["student"]["accuracy"]
+    matrix = record["classification_metrics"]["confusionMatrix"]
+    assert len(matrix["annotationSpecs"]) == CLASSES and len(matrix["rows"]) == CLASSES
+    assert sum(map(sum, (r["row"] for r in matrix["rows"]))) == 300  # every test row
 
 
 def test_the_same_config_again_is_a_new_run_and_version_gated_against_the_first(first_and_second) -> None:

@@ -51,7 +51,7 @@ def test_gate_thresholds_change_only_the_roots_defaults_in_the_ir(tmp_path: Path
         if value.get("componentInputParameter") in changed
     }
     assert readers == {"start-run"}
-    for name in ("train-teacher", "distill-student", "prune", "quantize", "select-format", "prepare-data"):
+    for name in ("train-teacher", "search-student", "prune", "quantize", "select-format", "prepare-data"):
         bound = tasks[name]["inputs"]["parameters"]["config"]["taskOutputParameter"]
         assert bound["producerTask"] == "start-run", (name, bound)
 

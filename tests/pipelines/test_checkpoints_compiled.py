@@ -64,7 +64,7 @@ def test_gpu_steps_and_only_they_mount_the_claim(tmp_path: Path, pipeline: str) 
             assert not mounts, f"{label} ({kinds[label]}) mounts the checkpoint claim"
             assert CHECKPOINT_PVC_ENV not in _env(spec, label)
     if pipeline == "quickstart":
-        assert {kinds[e] for e in ("exec-train-teacher", "exec-distill-student", "exec-prune")} == {"gpu"}
+        assert {kinds[e] for e in ("exec-train-teacher", "exec-search-student", "exec-prune")} == {"gpu"}
 
 
 def test_the_compiled_config_puts_checkpoints_on_the_claim(tmp_path: Path) -> None:

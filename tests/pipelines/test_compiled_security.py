@@ -133,7 +133,7 @@ def test_gpus_only_on_gpu_steps(compiled: tuple[str, str]) -> None:
             assert executor["container"]["image"] == CPU_IMAGE
     if name == "quickstart":
         task_kinds = {task: kinds[label] for task, _, label in _tasks(spec)}
-        assert {"train-teacher", "distill-student"} <= {t for t, k in task_kinds.items() if k == "gpu"}
+        assert {"train-teacher", "search-student"} <= {t for t, k in task_kinds.items() if k == "gpu"}
         assert {"gate", "register", "promote", "package-triton"} <= {
             t for t, k in task_kinds.items() if k == "side_effects"
         }

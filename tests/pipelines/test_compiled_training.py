@@ -27,8 +27,8 @@ def _components(tmp_path: Path, overrides: list[str]) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("overrides", "teacher", "student"),
     [
-        ([], "comp-train-teacher", "comp-distill-student"),
-        (["train.workers=4"], "comp-train-teacher-distributed", "comp-distill-student"),
+        ([], "comp-train-teacher", "comp-search-student"),
+        (["train.workers=4"], "comp-train-teacher-distributed", "comp-search-student"),
         (["distill.distributed.num_nodes=2"], "comp-train-teacher", "comp-distill-student-distributed"),
     ],
 )
@@ -36,7 +36,8 @@ def test_distributed_roles_compile_to_trainjob_components(
     tmp_path: Path, overrides: list[str], teacher: str, student: str
 ) -> None:
     components = _components(tmp_path, overrides)
-    assert components["train-teacher"] == teacher and components["distill-student"] == student
+    student_task = "distill-student" if student.endswith("distributed") else "search-student"
+    assert components["train-teacher"] == teacher and components[student_task] == student
 
 
 def test_a_checkpoint_claim_reaches_the_trainjob_step(tmp_path: Path) -> None:

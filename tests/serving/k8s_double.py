@@ -19,6 +19,7 @@ experiments use, so the real `kubernetes` client can be exercised end to end:
 - /revisions/{rev}/v2/... : a tiny Triton v2 HTTP endpoint per revision (health, metadata, config, infer;
   binary request tensors accepted, answers in JSON).
 - /api/v1/query : Prometheus instant queries answered from `prom_rules` (substring match -> value).
+- `faults` (tests/transient_faults.py): injected 5xx / 429 / connection resets, served before the normal answer.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from loopback import LoopbackServer
+from transient_faults import FaultPlan
 
 ISVC_PATH = re.compile(
     r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices(?:/(?P<name>[^/]+))?$"
@@ -146,6 +148,7 @@ class KServeDouble:
         self.prom_queries: list[str] = []
         self.requests: list[tuple[str, str, str, Any]] = []  # method, path, content-type, body
         self.infer_calls: list[str] = []  # revision names that received a v2 inference
+        self.faults = FaultPlan()
         self._items: dict[tuple[str, str], IsvcState] = {}
         self._graphs: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -335,6 +338,8 @@ class KServeDouble:
             def _dispatch(self, method: str) -> None:
                 parsed = urlparse(self.path)
                 body = self._body() if method in ("POST", "PATCH", "DELETE") else None
+                if double.faults.serve(self, method, parsed.path):
+                    return
                 if parsed.path == "/api/v1/query":
                     query = parse_qs(parsed.query).get("query", [""])[0]
                     self._send(200, double._prom(query))

@@ -72,15 +72,17 @@ def index_of(client: triton_http.InferenceServerClient) -> dict[str, dict]:
 
 
 def test_none_mode_refuses_load_and_unload(server: ServerHandle) -> None:
+    """As Triton: UNAVAILABLE (HTTP 503), "explicit model load / unload is not allowed ...", naming the flag."""
     client = http_client(server)
     for call in (client.load_model, client.unload_model):
         with pytest.raises(InferenceServerException) as err:
             call("digits")
-        assert err.value.status() == "400" and "--model-control-mode explicit" in err.value.message()
+        assert err.value.status() == "503" and "--model-control-mode explicit" in err.value.message()
+        assert err.value.message().startswith("explicit model load / unload is not allowed")
     grpc_client = triton_grpc.InferenceServerClient(server.grpc_url)
     with pytest.raises(InferenceServerException) as err:
         grpc_client.load_model("digits")
-    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert err.value.status() == "StatusCode.UNAVAILABLE"
     assert "not allowed in model control mode 'none'" in err.value.message()
     assert {e["name"]: e["state"] for e in client.get_model_repository_index()} == dict.fromkeys(
         ["digits", "direct", "pair"], "READY"
@@ -99,8 +101,11 @@ def test_startup_model_selection_follows_triton(repo: Path) -> None:
         startup_models(repo, "none", ["digits"])
     with pytest.raises(NotFoundError, match=r"\['nope'\]: not in model repository"):
         startup_models(repo, "explicit", ["nope"])
-    with pytest.raises(ConfigError, match="not one of none, explicit"):
-        startup_models(repo, "poll")
+    assert startup_models(repo, "poll") == ["digits", "direct", "pair"]
+    with pytest.raises(ConfigError, match=r"needs --model-control-mode explicit \(in mode poll"):
+        startup_models(repo, "poll", ["digits"])
+    with pytest.raises(ConfigError, match="not one of none, explicit, poll"):
+        startup_models(repo, "watch")
 
 
 def test_explicit_mode_loads_named_models_and_unloads(explicit_server: ServerHandle) -> None:

@@ -191,7 +191,7 @@ def _http_calls(server: ServerHandle) -> dict[str, list[Call]]:
         ],
         "model-repository": [
             lambda h: client.get_model_repository_index(headers=h),
-            lambda h: client.load_model("digits", headers=h),  # mode none: 400 from the handler itself
+            lambda h: client.load_model("digits", headers=h),  # mode none: 503 from the handler itself
             experiment_status,  # no experiment running: 404 from the handler itself
         ],
     }
@@ -227,7 +227,7 @@ def _grpc_calls(server: ServerHandle) -> dict[str, list[Call]]:
         "statistics": [lambda h: client.get_inference_statistics("digits", headers=h)],
         "model-repository": [
             lambda h: client.get_model_repository_index(headers=h),
-            lambda h: client.load_model("digits", headers=h),  # mode none: INVALID_ARGUMENT from the handler
+            lambda h: client.load_model("digits", headers=h),  # mode none: UNAVAILABLE from the handler
         ],
         # Not served here: admitted, the call reaches UNIMPLEMENTED; restricted, the key is asked for first.
         "shared-memory": [lambda h: client.get_system_shared_memory_status(headers=h)],

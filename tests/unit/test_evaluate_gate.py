@@ -7,7 +7,13 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from slipway.core.config import EvaluateConfig, GateConfig
-from slipway.evaluation.evaluate import ModelEvaluation, measure_speed, plot_confusion_matrix, quality
+from slipway.evaluation.evaluate import (
+    ModelEvaluation,
+    confusion_error_cells,
+    measure_speed,
+    plot_confusion_matrix,
+    quality,
+)
 from slipway.evaluation.gate import Champion, SameDataAccuracy, decide
 
 
@@ -42,6 +48,28 @@ def test_confusion_matrix_png(tmp_path: Path) -> None:
     path = tmp_path / "cm"
     plot_confusion_matrix([[5, 1], [0, 4]], path, "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_confusion_plot_highlights_exactly_the_misclassified_cells(tmp_path: Path) -> None:
+    """10 classes, as the demo: the red cells are the (true, predicted) pairs some test row fell into."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 10, 300)
+    logits = rng.normal(size=(300, 10))
+    logits[np.arange(270), y[:270]] += 8  # 270 right; the last 30 rows land wherever the noise puts them
+    predicted = logits.argmax(1)
+    cm = quality(y, logits, 10).confusion_matrix
+    expected = np.zeros((10, 10), dtype=bool)
+    for true, pred in zip(y, predicted, strict=True):
+        if true != pred:
+            expected[true, pred] = True
+    assert expected.any() and not expected.all()
+    assert np.array_equal(confusion_error_cells(cm), expected)
+    assert not confusion_error_cells(np.diag([5, 0, 3])).any()  # perfect, one class without rows: none
+    path = tmp_path / "cm.png"
+    plot_confusion_matrix(cm, path, "student on digits (test)")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="square"):
+        confusion_error_cells([[1, 2, 3], [4, 5, 6]])
 
 
 def _eval(role: str, acc: float, p99: float = 1.0) -> ModelEvaluation:

@@ -28,6 +28,7 @@ FIRST_PARTY = {"slipway"}
 # Imported, but deliberately not a dependency: name -> why.
 OPTIONAL_IMPORTS = {
     "tensorrt": "GPU images only: imported lazily, installed there at the TensorRT version of the NGC base image",
+    "triton_python_backend_utils": "provided by Triton's Python backend to the generated model.py it runs",
 }
 # Declared, but not imported by Slipway: distribution -> why.
 NOT_IMPORTED = {

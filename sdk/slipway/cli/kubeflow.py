@@ -1,7 +1,8 @@
 """`slipway submit`, `slipway runs list|get`, `slipway schedule`: the Kubeflow Pipelines verbs of the CLI.
 
 Registered on the main group by slipway.cli.main (`main.add_command(submit)` ...). The token option reads
-$SLIPWAY_KFP_TOKEN and is never echoed, logged or shown in help.
+$SLIPWAY_KFP_TOKEN and is never echoed, logged or shown in help. Without --host, the API is found as
+slipway.cluster.kfp_client says ($SLIPWAY_KFP_HOST, $KF_PIPELINES_ENDPOINT, then kfp.Client's discovery).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import click
 from rich.table import Table
 
 from slipway.cli.options import Duration
-from slipway.cluster.kfp_client import HOST_ENV, TOKEN_ENV, RunInfo
+from slipway.cluster.kfp_client import HOST_ENV, NO_UI, TOKEN_ENV, RunInfo
 from slipway.core.logs import output_console
 
 console = output_console()
@@ -35,9 +36,26 @@ def _connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--host",
         envvar=HOST_ENV,
-        required=True,
+        default=None,
         metavar="URL",
-        help=f"Kubeflow Pipelines API URL, e.g. http://127.0.0.1:8888 (default: ${HOST_ENV})",
+        help=f"Kubeflow Pipelines URL, e.g. http://127.0.0.1:8080 (default: ${HOST_ENV}, then kfp's "
+        "$KF_PIPELINES_ENDPOINT, then the current kube context)",
+    )(func)
+    return func
+
+
+def _version_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--version-name, --inline: how the compiled pipeline reaches KFP."""
+    func = click.option(
+        "--inline",
+        is_flag=True,
+        help="send the compiled spec with the run instead of uploading a pipeline version "
+        "(for servers that refuse uploads)",
+    )(func)
+    func = click.option(
+        "--version-name",
+        default=None,
+        help="name of the uploaded pipeline version (default: sha256-<12 hex> of the compiled package)",
     )(func)
     return func
 
@@ -69,7 +87,9 @@ def _print_run(info: RunInfo) -> None:
         console.print(f"  error: {info.error}", highlight=False)
     for task in info.failed_tasks:
         console.print(f"  failed step: {task}", highlight=False)
-    console.print(f"  {info.url}", highlight=False)
+    if info.pipeline_version_id:
+        console.print(f"  pipeline {info.pipeline_id} version {info.pipeline_version_id}", highlight=False)
+    console.print(f"  {info.url or NO_UI}", highlight=False)
 
 
 @click.command()
@@ -85,9 +105,10 @@ def _print_run(info: RunInfo) -> None:
 @click.option(
     "--poll-interval", "poll_s", type=Duration(0.001), default="10s", show_default=True, help="between polls"
 )
+@_version_options
 def submit(
     pipeline: str,
-    host: str,
+    host: str | None,
     namespace: str | None,
     token: str | None,
     experiment: str | None,
@@ -98,6 +119,8 @@ def submit(
     run_name: str | None,
     no_cache: bool,
     poll_s: float,
+    version_name: str | None,
+    inline: bool,
 ) -> None:
     """Compile PIPELINE with the resolved config and run it on Kubeflow Pipelines."""
     from slipway.cli import submission
@@ -105,7 +128,7 @@ def submit(
     with console.status("submitting ...") as status:
 
         def progress(info: RunInfo, elapsed: float) -> None:
-            status.update(f"run {info.run_id}: {info.state} ({elapsed:.0f} s) {info.url}")
+            status.update(f"run {info.run_id}: {info.state} ({elapsed:.0f} s) {info.url or ''}")
 
         info = submission.submit(
             pipeline,
@@ -121,6 +144,8 @@ def submit(
             token=token,
             poll_s=poll_s,
             on_progress=progress,
+            version_name=version_name,
+            inline=inline,
         )
     _print_run(info)
 
@@ -136,7 +161,12 @@ def runs() -> None:
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def runs_list(
-    host: str, namespace: str | None, token: str | None, experiment: str | None, limit: int, as_json: bool
+    host: str | None,
+    namespace: str | None,
+    token: str | None,
+    experiment: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """The newest runs, newest first."""
     from slipway.cluster import kfp_client as kubeflow
@@ -160,7 +190,7 @@ def runs_list(
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def runs_get(
     run_id: str,
-    host: str,
+    host: str | None,
     namespace: str | None,
     token: str | None,
     wait: bool,
@@ -198,10 +228,11 @@ def runs_get(
 @click.option("--name", default=None, help="recurring run name (default: <pipeline>-<config name>-scheduled)")
 @click.option("--max-concurrency", type=click.IntRange(1, 10), default=1, show_default=True)
 @click.option("--catchup", is_flag=True, help="backfill intervals missed while paused")
+@_version_options
 def schedule(
     pipeline: str,
     cron: str,
-    host: str,
+    host: str | None,
     namespace: str | None,
     token: str | None,
     experiment: str | None,
@@ -210,6 +241,8 @@ def schedule(
     name: str | None,
     max_concurrency: int,
     catchup: bool,
+    version_name: str | None,
+    inline: bool,
 ) -> None:
     """Run PIPELINE on Kubeflow Pipelines on a cron schedule (a recurring run)."""
     from slipway.cli import submission
@@ -226,8 +259,16 @@ def schedule(
         max_concurrency=max_concurrency,
         catchup=catchup,
         token=token,
+        version_name=version_name,
+        inline=inline,
     )
     console.print(
-        f"recurring run [bold]{info.recurring_run_id}[/] {info.name} cron '{info.cron}'\n  {info.url}",
-        highlight=False,
+        f"recurring run [bold]{info.recurring_run_id}[/] {info.name} cron '{info.cron}'", highlight=False
     )
+    version = info.pipeline_version
+    if version is not None:
+        console.print(
+            f"  pipeline {version.pipeline_name} version {version.version_name} ({version.version_id})",
+            highlight=False,
+        )
+    console.print(f"  {info.url or NO_UI}", highlight=False)

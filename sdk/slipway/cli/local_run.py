@@ -15,8 +15,16 @@ from typing import Any
 
 from slipway import registry
 from slipway.cli.compile import pipeline_arguments
+from slipway.cli.step_progress import StepBoard, quiet_steps
 from slipway.core.config import SlipwayConfig
-from slipway.core.summary import STEP_ERRORS_ENV, RunSummary, StepOutcome, from_run_tags, status_of
+from slipway.core.summary import (
+    STEP_ERRORS_ENV,
+    RunSummary,
+    StepOutcome,
+    from_run_tags,
+    key_number,
+    status_of,
+)
 from slipway.pipelines import PipelineEntry
 
 log = logging.getLogger(__name__)
@@ -107,8 +115,30 @@ def step_outcomes(
     return outcomes
 
 
-def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> RunSummary:
-    """Run `entry` under kfp.local, then assemble and write `output/summary.json`; never raises for a failed run."""
+def _new_run_dir(pipeline_root: Path, before: set[Path]) -> Path | None:
+    """The folder kfp.local made for this run under the pipeline root (the newest one since `before`)."""
+    new_dirs = sorted(set(pipeline_root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
+    return new_dirs[-1] if new_dirs else None
+
+
+def _with_progress(steps: list[StepOutcome], board: StepBoard | None) -> list[StepOutcome]:
+    """Each outcome with the duration and log file the step table recorded."""
+    rows = {row.step: row for row in board.rows.values()} if board is not None else {}
+    for step in steps:
+        if (row := rows.get(step.step)) is not None:
+            step.duration_s = round(row.duration_s, 1) if row.duration_s is not None else None
+            step.log = str(row.log) if row.log is not None else None
+    return steps
+
+
+def run_local(
+    entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path, verbose: bool = False
+) -> RunSummary:
+    """Run `entry` under kfp.local, then assemble and write `output/summary.json`; never raises for a failed run.
+
+    stdout shows one line per step (a live table on a terminal); each step's full output goes to
+    `output/logs/<step>.log`. `verbose` also streams that output to stdout, as kfp.local prints it.
+    """
     from kfp import local
 
     output = Path(output).resolve()
@@ -121,24 +151,34 @@ def run_local(entry: PipelineEntry, cfg: SlipwayConfig, output: str | Path) -> R
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
     )
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    # Our tasks run in this venv on purpose (the image is for the cluster): kfp's advice to use Docker is noise.
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
     pipeline = entry.load()
     before = set(pipeline_root.glob("*")) if pipeline_root.is_dir() else set()
     errors_file = output / f".step-errors-{run_key}.jsonl"
     os.environ[STEP_ERRORS_ENV] = str(errors_file)  # read by the task subprocesses (slipway.steps.common)
+
+    def key_of(task: str, display: str) -> str:
+        run_dir = _new_run_dir(pipeline_root, before)
+        done = run_dir / task / "executor_output.json" if run_dir else None
+        return key_number(display, _outputs(done)) if done is not None and done.is_file() else ""
+
     started = time.perf_counter()
     error = None
+    board: StepBoard | None = None
     try:
-        pipeline(**pipeline_arguments(entry, cfg, run_key))
+        with quiet_steps(_tasks(pipeline), output / "logs", key_of, verbose=verbose) as board:
+            pipeline(**pipeline_arguments(entry, cfg, run_key))
     except Exception as err:
-        # kfp.local raises RuntimeError naming the failed task; the task's log above has the cause.
+        # kfp.local raises RuntimeError naming the failed task; the task's log file has the cause.
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # kfp colours its messages
         error = message.splitlines()[0] if message else type(err).__name__
         log.error("pipeline %s failed: %s", entry.name, error)
     finally:
         os.environ.pop(STEP_ERRORS_ENV, None)
     duration = time.perf_counter() - started
-    new_dirs = sorted(set(pipeline_root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
-    steps = step_outcomes(pipeline, new_dirs[-1] if new_dirs else None, error, errors_file)
+    steps = step_outcomes(pipeline, _new_run_dir(pipeline_root, before), error, errors_file)
+    steps = _with_progress(steps, board)
     errors_file.unlink(missing_ok=True)
 
     tasks = set(_tasks(pipeline).values())

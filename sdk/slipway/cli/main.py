@@ -216,17 +216,26 @@ def list_pipelines() -> None:
     is_flag=True,
     help=f"exit 0 (not {REJECTED_EXIT_CODE}) when the gate rejects the candidate",
 )
+@click.option(
+    "-v", "--verbose", is_flag=True, help="stream every step's full output (always in OUTPUT/logs/<step>.log)"
+)
 def run(
-    pipeline: str, config_file: str | None, overrides: tuple[str, ...], output: str, allow_reject: bool
+    pipeline: str,
+    config_file: str | None,
+    overrides: tuple[str, ...],
+    output: str,
+    allow_reject: bool,
+    verbose: bool,
 ) -> None:
     """Run PIPELINE on this machine (kfp.local) and write OUTPUT/summary.json.
 
+    Prints one line per step; each step's full output goes to OUTPUT/logs/<step>.log.
     Exit status: 0 succeeded, 1 failed, 3 rejected by the gate."""
     from slipway.cli.local_run import run_local
     from slipway.core.summary import render
 
     entry, cfg = _resolve(pipeline, config_file, overrides)
-    summary = run_local(entry, cfg, output)
+    summary = run_local(entry, cfg, output, verbose=verbose)
     console = _console()
     render(summary, console)
     console.print(f"summary: {Path(output).resolve() / 'summary.json'}")

@@ -237,7 +237,7 @@ def report_command(
 
     console = Console(stderr=True)
     try:
-        from slipway.monitoring.drift import DriftConfig, build_features, compute_drift
+        from slipway.monitoring.drift import DriftConfig, build_features, compute_drift, with_group_slices
         from slipway.monitoring.window import load_samples
 
         config = DriftConfig(family_alpha=family_alpha, alarm_share=alarm_share)
@@ -255,6 +255,7 @@ def report_command(
             cur_set = build_features(cur.x, cur.probs, cur.y, cur.column_names)
             progress.update(task, advance=1, description="running Evidently")
             result = compute_drift(ref_set, cur_set, config, output.parent, report_id=output.stem)
+            result = with_group_slices(result, ref_set, cur_set, reference, current, config)
             progress.update(task, advance=1)
         if result.html_path and Path(result.html_path) != output:
             Path(result.html_path).replace(output)
@@ -270,5 +271,9 @@ def report_command(
     )
     for note in result.notes:
         click.echo(f"note: {note}")
+    for g in result.slices:  # report only: docs/fairness.md
+        click.echo(
+            f"group {g.feature}={g.group}: {g.current_rows} rows, drift {g.drift_detected} {g.note or ''}"
+        )
     if fail_on_drift and result.drift_detected:
         sys.exit(ExitCode.DRIFT)

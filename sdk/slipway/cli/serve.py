@@ -6,6 +6,7 @@ Heavy imports happen inside the commands, so `slipway --help` stays fast.
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
@@ -14,6 +15,8 @@ from slipway.cli.options import Duration, option
 from slipway.core.errors import SlipwayError
 from slipway.core.logs import setup_logging
 from slipway.serving.restricted import GRPC_RESTRICTED_ENV, HTTP_RESTRICTED_ENV
+
+log = logging.getLogger(__name__)
 
 
 @click.command("serve")
@@ -50,11 +53,19 @@ from slipway.serving.restricted import GRPC_RESTRICTED_ENV, HTTP_RESTRICTED_ENV
 @click.option("--max-body-bytes", default=64 << 20, show_default=True, type=click.IntRange(1024))
 @click.option(
     "--model-control-mode",
-    type=click.Choice(["none", "explicit"]),
+    type=click.Choice(["none", "explicit", "poll"]),
     default="none",
     show_default=True,
     help="Triton's: none loads every model and refuses load/unload; explicit loads only --load-model "
-    "and serves POST /v2/repository/models/NAME/load|unload",
+    "and serves POST /v2/repository/models/NAME/load|unload; poll loads every model, then loads, reloads and "
+    "unloads as model folders are added, changed and removed (load/unload refused)",
+)
+@click.option(
+    "--repository-poll-secs",
+    "repository_poll_secs",
+    default=None,
+    type=Duration(0.0),
+    help="Triton's: mode poll rescans the repository this often (0: never, as in Triton) [default: 15s]",
 )
 @click.option(
     "--load-model",
@@ -110,6 +121,7 @@ def serve(
     timeout_s: float,
     max_body_bytes: int,
     model_control_mode: str,
+    repository_poll_secs: float | None,
     load_models: tuple[str, ...],
     logger_url: str | None,
     http_restricted_api: tuple[str, ...],
@@ -118,10 +130,16 @@ def serve(
 ) -> None:
     """Serve a Triton model repository (ONNX models) over the v2 protocol, HTTP and gRPC, until Ctrl-C."""
     from slipway.serving import restricted as rs
+    from slipway.serving.repository_poll import DEFAULT_POLL_SECS
     from slipway.serving.server import run_server
     from slipway.serving.service import ServerOptions
 
     setup_logging()
+    if repository_poll_secs is not None and model_control_mode != "poll":  # Triton ignores it there too
+        log.warning(
+            "--repository-poll-secs has no effect in model control mode %s (only poll rescans)",
+            model_control_mode,
+        )
     if logger_url is not None and not logger_url.startswith(("http://", "https://")):
         fail(SlipwayError(f"--logger-url: expected an http(s) URL, got {logger_url!r}"))
     try:
@@ -139,6 +157,7 @@ def serve(
         http_restricted=http_restricted,
         grpc_restricted=grpc_restricted,
         require_digest=require_digest,
+        repository_poll_secs=DEFAULT_POLL_SECS if repository_poll_secs is None else repository_poll_secs,
     )
     try:
         run_server(

@@ -37,8 +37,11 @@ def submit(
     poll_s: float = 10.0,
     on_progress: ProgressCallback | None = None,
     connection: Connection | None = None,
+    version_name: str | None = None,
+    inline: bool = False,
 ) -> RunInfo:
-    """Compile `pipeline` with the resolved config and start a run; with `wait`, return when it has finished.
+    """Compile `pipeline` with the resolved config, upload it as a pipeline version (unless `inline`) and start a
+    run of it; with `wait`, return when it has finished.
 
     `experiment` defaults to the config's `registry.experiment`.
     """
@@ -60,6 +63,8 @@ def submit(
             poll_s=poll_s,
             on_progress=on_progress,
             connection=connection,
+            version_name=version_name,
+            inline=inline,
         )
 
 
@@ -77,8 +82,11 @@ def schedule(
     catchup: bool = False,
     token: str | None = None,
     connection: Connection | None = None,
+    version_name: str | None = None,
+    inline: bool = False,
 ) -> ScheduleInfo:
-    """Create a recurring run of `pipeline` (compiled with its resolved config) on a cron schedule."""
+    """Create a recurring run of `pipeline` (compiled with its resolved config, uploaded as a pipeline version
+    unless `inline`) on a cron schedule."""
     entry, cfg = resolve_pipeline(pipeline, config, overrides)
     with tempfile.TemporaryDirectory(prefix="slipway-schedule-") as tmp:
         package = compile_pipeline(entry, cfg, Path(tmp) / "pipeline.yaml")
@@ -94,4 +102,6 @@ def schedule(
             namespace=namespace,
             token=token,
             connection=connection,
+            version_name=version_name,
+            inline=inline,
         )

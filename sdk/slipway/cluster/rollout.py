@@ -32,6 +32,7 @@ from slipway.cluster.kserve import (
 )
 from slipway.cluster.kube import api_error
 from slipway.cluster.prometheus import CanaryMargins, CanaryVerdict, PrometheusClient, judge_canary
+from slipway.cluster.retry import call_with_retries
 from slipway.core.errors import ClusterError, ConfigError, NotFoundError, SlipwayError
 
 log = logging.getLogger(__name__)
@@ -308,11 +309,20 @@ class Rollout:
             self._on_progress(event)
 
     # API calls, each with a request timeout and errors turned into ClusterError with the server's reason.
-    def _call(self, action: str, name: str, namespace: str, fn: Callable[..., Any], *args: Any) -> Any:
+    # A read with `retry_until` (a deadline on the injected clock) is retried through transient errors.
+    def _call(
+        self,
+        action: str,
+        name: str,
+        namespace: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry_until: float | None = None,
+    ) -> Any:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        try:
+        def call() -> Any:
             return fn(
                 KSERVE_GROUP,
                 KSERVE_VERSION,
@@ -321,6 +331,17 @@ class Rollout:
                 *args,
                 _request_timeout=self.settings.request_timeout_s,
             )
+
+        try:
+            if retry_until is None:
+                return call()
+            return call_with_retries(
+                call,
+                what=f"{action} InferenceService {namespace}/{name}",
+                deadline=retry_until,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
         except ApiException as exc:
             raise _api_error(action, name, namespace, exc) from None
         except HTTPError as exc:
@@ -328,9 +349,9 @@ class Rollout:
                 f"{action} InferenceService {namespace}/{name}: API server unreachable: {exc}"
             ) from None
 
-    def get(self, name: str, namespace: str) -> dict[str, Any]:
+    def get(self, name: str, namespace: str, *, retry_until: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
-            "get", name, namespace, self.api.get_namespaced_custom_object, name
+            "get", name, namespace, self.api.get_namespaced_custom_object, name, retry_until=retry_until
         )
         return result
 
@@ -370,7 +391,7 @@ class Rollout:
         started = self._clock()
         deadline = started + timeout
         while True:
-            isvc = self.get(name, namespace)
+            isvc = self.get(name, namespace, retry_until=deadline)
             st = RolloutStatus.from_isvc(isvc)
             if st.observed_generation >= generation:
                 if done(st):

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from slipway.cluster.kube import api_error, custom_objects_api
+from slipway.cluster.retry import call_with_retries
 from slipway.cluster.storage import read_bytes
 from slipway.core.cluster_config import CHECKPOINT_MOUNT_PATH_ENV, CHECKPOINT_PVC_ENV, CheckpointsConfig
 from slipway.core.config import DistributedConfig, SlipwayConfig
@@ -457,15 +458,30 @@ class TrainingJobClient:
         except Exception as err:
             raise api_error(f"creating {job.kind} {ns}/{name}", err) from None
 
-    def get(self, engine: str, namespace: str, name: str) -> dict[str, Any]:
+    def get(
+        self, engine: str, namespace: str, name: str, *, retry_until: float | None = None
+    ) -> dict[str, Any]:
+        """Read the job; with `retry_until` (a deadline on this client's clock), through transient errors."""
         from kubernetes.client.exceptions import ApiException
 
         group, version, plural = _api_target(engine)
-        try:
+
+        def read() -> dict[str, Any]:
             obj: dict[str, Any] = self.api.get_namespaced_custom_object(
                 group, version, namespace, plural, name
             )
             return obj
+
+        try:
+            if retry_until is None:
+                return read()
+            return call_with_retries(
+                read,
+                what=f"reading {engine} {namespace}/{name}",
+                deadline=retry_until,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
         except ApiException as err:
             raise api_error(f"reading {engine} {namespace}/{name}", err) from None
         except Exception as err:
@@ -479,7 +495,7 @@ class TrainingJobClient:
         deadline = self._clock() + timeout_s
         seen: set[tuple[str, str, str | None]] = set()
         while True:
-            obj = self.get(engine, namespace, name)
+            obj = self.get(engine, namespace, name, retry_until=deadline)
             conditions = (obj.get("status") or {}).get("conditions") or []
             for cond in conditions:
                 key = (cond.get("type", ""), cond.get("status", ""), cond.get("reason"))

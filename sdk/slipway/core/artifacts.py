@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from slipway.core.errors import ArtifactIntegrityError, NotFoundError
 
 METADATA_SUFFIX = ".meta.json"
-Framework = Literal["pytorch", "onnx", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
+Framework = Literal["pytorch", "onnx", "tensorrt", "aoti"]  # aoti: a torch.export + AOTInductor .pt2
+Precision = Literal["fp32", "fp16", "int8", "bf16"]
 
 
 class TensorSpec(BaseModel):
@@ -44,6 +44,7 @@ class ModelArtifact(BaseModel):
     tensorrt_version: str | None = None
     gpu_name: str | None = None
     compute_capability: str | None = None
+    torch_version: str | None = None  # AOTInductor packages run only on the torch release that compiled them
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -21,15 +21,22 @@ from slipway.core.drift_rule import DriftRule
 from slipway.core.errors import ConfigError, problems_message, validation_problems
 from slipway.core.schema import StrictModel
 
-PRESETS = ("quickstart", "mnist1d", "optimize", "drift")
+PRESETS = ("quickstart", "mnist1d", "optimize", "drift", "fairness")
 
 
 class DataConfig(StrictModel):
     source: str = Field(
         "digits",
-        description="'digits', 'mnist1d', or a path or URI (s3://, file://, http(s)://) of an .npz with x, y "
-        "(optional x_test, y_test; optional x_recent, y_recent: a held-out split only the gate evaluates on)",
+        description="'digits', 'digits-groups', 'mnist1d', or a path or URI (s3://, file://, http(s)://) of an "
+        ".npz with x, y (optional x_test, y_test; optional x_recent, y_recent: a held-out split only the gate "
+        "evaluates on; group_<name>: group labels) or of a tabular .csv",
     )
+    sensitive_features: list[str] = Field(
+        default_factory=list,
+        description="group labels for the fairness report: CSV columns (never used as features) or NPZ arrays "
+        "group_<name>; empty: every group_<name> array an NPZ holds (docs/fairness.md)",
+    )
+    label_column: str = Field("y", min_length=1, description="CSV sources: the column of integer class ids")
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="ignored when the npz holds x_test/y_test")
     reference_samples: int = Field(1000, ge=10, description="rows kept as the drift reference sample")
@@ -168,6 +175,16 @@ class GateConfig(StrictModel):
     max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="student vs teacher, as a fraction")
     max_latency_ms_p99: float = Field(50.0, gt=0)
     champion_margin: float = Field(0.01, ge=0, le=1, description="allowed accuracy loss vs current champion")
+    # Fairness rules (docs/fairness.md): off by default; each applies to every sensitive feature of the data.
+    min_worst_group_accuracy: float | None = Field(
+        None, ge=0, le=1, description="the student's accuracy on its worst group must reach this"
+    )
+    max_group_accuracy_gap: float | None = Field(
+        None, ge=0, le=1, description="the student's best-minus-worst group accuracy must not exceed this"
+    )
+    max_worst_group_drop_vs_teacher: float | None = Field(
+        None, ge=0, le=1, description="teacher's minus student's worst-group accuracy must not exceed this"
+    )
 
 
 class RegistryConfig(StrictModel):
@@ -280,9 +297,41 @@ class TensorRTConfig(StrictModel):
         return self
 
 
+class SearchConfig(StrictModel):
+    """The compression search: distil candidate students from small to large and keep the first (the fastest)
+    whose validation accuracy is within `accuracy_budget_points` of the teacher (docs/optimization.md)."""
+
+    enabled: bool = Field(
+        False,
+        description="true: the search step replaces the fixed `student` (the quickstart preset sets it)",
+    )
+    accuracy_budget_points: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="validation accuracy a candidate may lose vs the teacher, in points; keep it at most "
+        "gate.max_accuracy_drop (in points) minus compress.accuracy_budget_points, which pruning and "
+        "quantization may still spend, so that the result passes the gate",
+    )
+    time_budget_s: float = Field(
+        900.0, gt=0, description="no new candidate starts after this: the best one found so far is kept"
+    )
+    widths: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [8, 16, 32], min_length=1, description="student_cnn `width` values"
+    )
+    stages: list[Annotated[int, Field(ge=1, le=8)]] = Field(
+        default_factory=lambda: [2, 3], min_length=1, description="student_cnn `stages` values (depth)"
+    )
+    max_trials: int = Field(8, ge=1, le=100, description="at most this many candidates are distilled")
+    warm_start: bool = Field(
+        True, description="start each candidate from the previous one's weights where the layers match"
+    )
+
+
 class CompressConfig(StrictModel):
     """Compression between distillation and evaluation; the fastest candidate within budget is shipped."""
 
+    search: SearchConfig = Field(default_factory=SearchConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)

@@ -76,6 +76,13 @@ class RequestTimeoutError(OverloadedError):
     """A request waited longer than its timeout; like a full queue, the client should back off and retry."""
 
 
+class UnavailableError(SlipwayError):
+    """An API the server's mode does not offer (model load/unload outside explicit model control): Triton's
+    UNAVAILABLE, so HTTP 503 and gRPC UNAVAILABLE as Triton answers it; retrying will not help."""
+
+    http_status = 503
+
+
 class PayloadTooLargeError(SlipwayError):
     """A request body exceeds the server's `--max-body-bytes`; it is refused before being buffered."""
 

@@ -11,6 +11,12 @@ TRITON_RELEASE = "25.06"  # CUDA 12.9.1; NGC 25.06 containers ship TensorRT 10.1
 TRITON_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
 TENSORRT_VERSION = "10.11.0"
 
+# AOTInductor packages (.pt2) run only on the torch release that compiled them: the Triton image that serves
+# them through its Python backend pins this torch (the one constraints.txt and the Slipway images install), and
+# a CUDA package runs only on the compute capability it was compiled for (the cluster's serving GPU nodes).
+AOTI_TORCH_VERSION = "2.13.0"
+SERVING_COMPUTE_CAPABILITY = "9.0"  # H100/H200 serving nodes; compile CUDA packages on the same GPU
+
 CPU_IMAGE = f"{REGISTRY}/slipway-cpu:{__version__}"
 GPU_IMAGE = f"{REGISTRY}/slipway-gpu:{__version__}-trt{TENSORRT_VERSION}"
 

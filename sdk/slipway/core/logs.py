@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import IO
 
 from rich.console import Console
 from rich.logging import RichHandler
 
 
-def output_console() -> Console:
-    """Where commands print tables: stdout, 140 columns when it is not a terminal (logs, CI) so tables don't truncate."""
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=140 if wide else None)
+def output_console(file: IO[str] | None = None) -> Console:
+    """Where commands print tables: stdout (or `file`, bound now), 140 columns when it is not a terminal (logs,
+    CI) so tables don't truncate."""
+    target = file if file is not None else sys.stdout
+    wide = not target.isatty() and "COLUMNS" not in os.environ
+    return Console(file=file, width=140 if wide else None)
 
 
 def setup_logging(level: str | None = None) -> None:

@@ -7,6 +7,7 @@ failed run still shows what finished.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -49,6 +50,8 @@ class StepOutcome(BaseModel):
     status: StepStatus
     error: str | None = None
     outputs: dict[str, Any] = {}
+    duration_s: float | None = None
+    log: str | None = None  # the step's full output (`slipway run`: OUTPUT/logs/<step>.log)
 
 
 class RunSummary(BaseModel):
@@ -95,6 +98,61 @@ def status_of(gate_passed: bool | None, failed: bool, gated: bool = True) -> Sta
     return "rejected" if gated and not gate_passed else "succeeded"
 
 
+# A plain `Output` parameter says little by itself: what it is, for the steps that return one.
+OUTPUT_LABELS = {"register": "version", "promote": "aliases", "deploy": "target", "select-format": "chosen"}
+
+
+def _share(after: float, before: float) -> str:
+    return f"{after / before:.0%}" if before else "n/a"
+
+
+def key_number(step: str, outputs: dict[str, Any]) -> str:
+    """The one result worth a glance in the step table: accuracy for training, size for compression, the
+    gate's verdict, the registered version. From the step's outputs, whatever the pipeline."""
+    if isinstance(decision := outputs.get("decision"), dict) and "passed" in decision:
+        return "passed" if decision["passed"] else "rejected"
+    if isinstance(pruned := outputs.get("pruned_model"), dict) and "params_after" in pruned:
+        before, after = pruned["params_before"], pruned["params_after"]
+        accuracy = pruned.get("val_accuracy_finetuned")
+        text = f"params {after:,} of {before:,} ({_share(after, before)})"
+        return text + (f", val acc {accuracy:.4f}" if accuracy is not None else "")
+    quantized = [
+        m
+        for m in outputs.values()
+        if isinstance(m, dict) and "precision" in m and ("accuracy" in m or m.get("skipped"))
+    ]
+    if quantized:
+        return ", ".join(
+            f"{m['precision']} "
+            + ("skipped" if m.get("skipped") else f"acc {m['accuracy']:.4f}")
+            + (" (rejected)" if m.get("rejected") else "")
+            for m in quantized
+        )
+    if isinstance(onnx := outputs.get("onnx_model"), dict) and isinstance(onnx.get("artifact"), dict):
+        text = f"{onnx['artifact'].get('precision', '')} {onnx['artifact']['size_bytes'] / 1024:,.0f} KiB".strip()
+        parity = onnx.get("parity") or {}
+        return text + (f", parity {parity['top1_agreement']:.3f}" if "top1_agreement" in parity else "")
+    if isinstance(dataset := outputs.get("dataset"), dict) and isinstance(dataset.get("samples"), dict):
+        return " / ".join(f"{split} {n:,}" for split, n in dataset["samples"].items())
+    if isinstance(metrics := outputs.get("metrics"), dict) and "student_accuracy" in metrics:
+        return f"{outputs.get('Output', 'student')}, acc {metrics['student_accuracy']:.4f}"
+    if isinstance(metrics, dict) and "accuracy" in metrics and "size_bytes" in metrics:  # record: the chosen
+        return f"acc {metrics['accuracy']:.4f}, macro-F1 {metrics.get('macro_f1', 0):.4f}"
+    if isinstance(repo := outputs.get("model_repository"), dict) and "model" in repo:
+        return f"Triton model {repo['model']}"
+    if isinstance(model := outputs.get("model"), dict) and "best_val_accuracy" in model:
+        return f"val acc {model['best_val_accuracy']:.4f}"
+    if "run_id" in outputs:
+        return f"MLflow run {str(outputs['run_id'])[:12]}"
+    if "Output" in outputs:
+        value = outputs["Output"]
+        if isinstance(value, bool):
+            return "passed" if value else "failed"
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        return f"{OUTPUT_LABELS[step]} {text}" if step in OUTPUT_LABELS else text
+    return ""
+
+
 def render(summary: RunSummary, console: Console | None = None) -> None:
     """A readable table of what the run produced, for the end of `slipway run`."""
     console = console or output_console()
@@ -137,9 +195,23 @@ def render(summary: RunSummary, console: Console | None = None) -> None:
         )
     for step in summary.steps:
         if step.status == "failed":
-            console.print(f"[red bold]{step.step} failed[/]: {step.error or 'see its log above'}")
+            _render_failure(step, console)
     skipped = [step.step for step in summary.steps if step.status == "skipped"]
     if skipped and summary.status == "failed":
         console.print(f"[bold]not run[/]: {', '.join(skipped)}")
     if summary.error:
         console.print(f"[red bold]error[/]: {summary.error}")
+
+
+def _render_failure(step: StepOutcome, console: Console, tail: int = 30) -> None:
+    """A failed step: its error, and the end of its log (the whole log is in the file named)."""
+    console.print(f"[red bold]{step.step} failed[/]: {step.error or 'see its log'}")
+    if step.log is None or not Path(step.log).is_file():
+        return
+    with Path(step.log).open(errors="replace") as f:
+        lines = f.read().splitlines()[-tail:]
+    console.rule(f"last {len(lines)} lines of {step.step}'s log", style="red")
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.rule(style="red")
+    console.print(f"[bold]full log[/]: {step.log}")

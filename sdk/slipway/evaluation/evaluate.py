@@ -118,6 +118,11 @@ def torch_predictor(model, threads: int | None) -> Predict:
     return predict
 
 
+def predict_batched(predict: Predict, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Logits for every row, `batch` rows per call (the test split at once may not fit a runtime's limits)."""
+    return np.concatenate([predict(np.ascontiguousarray(x[i : i + batch])) for i in range(0, len(x), batch)])
+
+
 def evaluate_model(
     role: str,
     fmt: str,
@@ -130,8 +135,7 @@ def evaluate_model(
     size_bytes: int,
     cfg: EvaluateConfig,
 ) -> ModelEvaluation:
-    logits = np.concatenate([predict(np.ascontiguousarray(x[i : i + 256])) for i in range(0, len(x), 256)])
-    q = quality(y, logits.astype(np.float32), num_classes)
+    q = quality(y, predict_batched(predict, x).astype(np.float32), num_classes)
     s = measure_speed(predict, x, cfg)
     return ModelEvaluation(
         role=role,
@@ -144,27 +148,47 @@ def evaluate_model(
     )
 
 
+def confusion_error_cells(cm: list[list[int]] | np.ndarray) -> np.ndarray:
+    """The misclassified cells (off the diagonal, count > 0): what the confusion plot highlights."""
+    arr = np.asarray(cm)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"confusion matrix: expected a square 2-D matrix, got shape {arr.shape}")
+    return (arr > 0) & ~np.eye(len(arr), dtype=bool)
+
+
 def plot_confusion_matrix(cm: list[list[int]], path: str | Path, title: str) -> None:
+    """Counts in every non-empty cell; correct cells in blue, errors in red, each shaded by its share of the
+    true class's row, so a confusion stands out even when it is a few samples among hundreds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
 
     arr = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
-    im = ax.imshow(arr, cmap="Blues")
-    ax.set(xlabel="predicted", ylabel="true", title=title, xticks=range(len(arr)), yticks=range(len(arr)))
-    for (i, j), v in np.ndenumerate(arr):
-        ax.text(
-            j,
-            i,
-            str(v),
-            ha="center",
-            va="center",
-            fontsize=7,
-            color="white" if v > arr.max() / 2 else "black",
-        )
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    n = len(arr)
+    errors = confusion_error_cells(arr)
+    diagonal = np.eye(n, dtype=bool)
+    share = arr / np.maximum(arr.sum(axis=1, keepdims=True), 1)
+    worst = float(share[errors].max()) if errors.any() else 1.0
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * n + 2.5), max(4.5, 0.5 * n + 1.5)), dpi=100)
+    ax.imshow(np.ma.masked_where(~diagonal, share), cmap="Blues", vmin=0, vmax=1)
+    # errors from a visible pink (Reds without its near-white start) to the darkest red for the worst confusion
+    reds = ListedColormap(plt.get_cmap("Reds")(np.linspace(0.25, 1.0, 256)))
+    error_im = ax.imshow(np.ma.masked_where(~errors, share), cmap=reds, vmin=0, vmax=worst)
+    ax.set(xlabel="predicted", ylabel="true (blue: correct)", title=title, xticks=range(n), yticks=range(n))
+    ax.set_xticks(np.arange(-0.5, n), minor=True)
+    ax.set_yticks(np.arange(-0.5, n), minor=True)
+    ax.grid(which="minor", color="0.85", linewidth=0.5)
+    ax.tick_params(which="minor", length=0)
+    fontsize = 8 if n <= 10 else 6
+    for (i, j), count in np.ndenumerate(arr):
+        if count == 0 and i != j:
+            continue  # empty error cells stay blank: the eye goes to the ones that are not
+        dark = share[i, j] > (0.6 if i == j else 0.55 * worst)
+        colour = "white" if dark else "black"
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=fontsize, color=colour)
+    fig.colorbar(error_im, ax=ax, fraction=0.046, pad=0.04, label="errors (red): share of the true class")
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

@@ -1,4 +1,5 @@
-"""The release gate: absolute thresholds, the drop against the teacher, and the registry's champion.
+"""The release gate: absolute thresholds, the drop against the teacher, the registry's champion, and (when
+configured) fairness rules over the groups of each sensitive feature.
 
 The champion is compared on the same rows as the candidate: its registered model is run on this run's test split
 (and recent split, when the data has one). Only when it cannot run on this data does the gate fall back to the
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 from slipway.core.config import GateConfig
 from slipway.evaluation.evaluate import ModelEvaluation
+from slipway.evaluation.fairness import FairnessReport
 
 if TYPE_CHECKING:
     from slipway.core.data import DatasetSplits
@@ -70,11 +72,13 @@ def decide(
     champion: Champion | None = None,
     dataset_fingerprint: str | None = None,
     measured: SameDataAccuracy | None = None,
+    fairness: FairnessReport | None = None,
 ) -> GateDecision:
     """Pass only when every check passes; the reasons say which checks failed and by how much.
 
     With `measured` champion numbers the champion checks compare both models on the same splits (`champion` on
     the test split, `champion_recent` on the recent one); without them, against the champion's recorded accuracy.
+    The fairness rules (off unless set) read `fairness`, the evaluation report's per-group section.
     """
     drop = teacher.accuracy - student.accuracy
     checks = [
@@ -100,6 +104,7 @@ def decide(
             f"p99 latency at batch 1 {student.latency_ms_p99_b1:.3f} ms vs limit {cfg.max_latency_ms_p99} ms",
         ),
     ]
+    checks += fairness_checks(cfg, fairness)
     if champion is not None:
         if measured is not None and measured.champion:
             checks += _same_data_checks(champion, measured, cfg.champion_margin)
@@ -119,6 +124,66 @@ def decide(
         candidate_accuracy=measured.candidate if measured else {},
         champion_accuracy=measured.champion if measured and champion else {},
     )
+
+
+def fairness_checks(cfg: GateConfig, fairness: FairnessReport | None) -> list[GateCheck]:
+    """One check per configured fairness rule and sensitive feature; a rule set for data without group labels
+    fails, since the gate cannot vouch for what it was asked to check."""
+    configured = {
+        "min_worst_group_accuracy": cfg.min_worst_group_accuracy,
+        "max_group_accuracy_gap": cfg.max_group_accuracy_gap,
+        "max_worst_group_drop_vs_teacher": cfg.max_worst_group_drop_vs_teacher,
+    }
+    rules = {rule: limit for rule, limit in configured.items() if limit is not None}
+    if not rules:
+        return []
+    if fairness is None or not fairness.features:
+        return [
+            _check(rule, False, 0.0, limit, f"gate.{rule} is set but the data carries no group labels "
+                   "(data.sensitive_features, NPZ arrays group_<name>): nothing to check")
+            for rule, limit in rules.items()
+        ]  # fmt: skip
+    checks = []
+    for f in fairness.features:
+        student, teacher = f.student, f.teacher
+        worst = student.group(student.worst_group)
+        where = f"{f.feature}={student.worst_group} ({worst.count} rows)"
+        if (limit := rules.get("min_worst_group_accuracy")) is not None:
+            checks.append(
+                _check(
+                    f"min_worst_group_accuracy[{f.feature}]",
+                    student.worst_group_accuracy >= limit,
+                    student.worst_group_accuracy,
+                    limit,
+                    f"worst group {where}: accuracy {student.worst_group_accuracy:.4f} vs minimum {limit:.4f}",
+                )
+            )
+        if (limit := rules.get("max_group_accuracy_gap")) is not None:
+            checks.append(
+                _check(
+                    f"max_group_accuracy_gap[{f.feature}]",
+                    student.accuracy_gap <= limit,
+                    student.accuracy_gap,
+                    limit,
+                    f"accuracy gap across {f.feature} groups {student.accuracy_gap * 100:.2f} points "
+                    f"({student.best_group} {student.group(student.best_group).accuracy:.4f} vs "
+                    f"{student.worst_group} {student.worst_group_accuracy:.4f}) vs allowed {limit * 100:.2f}",
+                )
+            )
+        if (limit := rules.get("max_worst_group_drop_vs_teacher")) is not None:
+            drop = teacher.worst_group_accuracy - student.worst_group_accuracy
+            checks.append(
+                _check(
+                    f"max_worst_group_drop_vs_teacher[{f.feature}]",
+                    drop <= limit,
+                    drop,
+                    limit,
+                    f"worst-group accuracy drop vs teacher {drop * 100:.2f} points (student: {where} "
+                    f"{student.worst_group_accuracy:.4f}; teacher: {f.feature}={teacher.worst_group} "
+                    f"{teacher.worst_group_accuracy:.4f}) vs allowed {limit * 100:.2f}",
+                )
+            )
+    return checks
 
 
 def _same_data_checks(champion: Champion, measured: SameDataAccuracy, margin: float) -> list[GateCheck]:

@@ -136,6 +136,20 @@ class ColumnDrift(BaseModel):
     drifted: bool
 
 
+class GroupDrift(BaseModel):
+    """The drift test on one group's rows only (report only: the window's verdict stays the whole window's)."""
+
+    feature: str
+    group: str
+    reference_rows: int
+    current_rows: int
+    drifted_columns: int | None = None  # None: too few rows in this group to test
+    share_of_drifted_columns: float | None = None
+    drift_detected: bool | None = None
+    accuracy: float | None = None
+    note: str | None = None
+
+
 class DriftResult(BaseModel):
     """What the monitor, the CLI and the pipeline step need from one drift run."""
 
@@ -159,6 +173,7 @@ class DriftResult(BaseModel):
     seconds: float = 0.0
     html_path: str | None = None
     json_path: str | None = None
+    slices: list[GroupDrift] = []  # by group, when both files carry group labels: reported, never alarms
 
 
 @dataclass
@@ -439,4 +454,93 @@ def detect_drift(
     cur = load_samples(Path(window_path))
     ref_set = build_features(ref.x, ref.probs, ref.y, ref.column_names)
     cur_set = build_features(cur.x, cur.probs, cur.y, cur.column_names)
-    return compute_drift(ref_set, cur_set, cfg, Path(output_dir))
+    result = compute_drift(ref_set, cur_set, cfg, Path(output_dir))
+    return with_group_slices(result, ref_set, cur_set, Path(reference_path), Path(window_path), cfg)
+
+
+def with_group_slices(
+    result: DriftResult,
+    reference: FeatureSet,
+    current: FeatureSet,
+    reference_path: Path,
+    window_path: Path,
+    config: DriftConfig,
+) -> DriftResult:
+    """The result with its per-group slices (when both files carry group labels), its JSON rewritten."""
+    slices = drift_by_group(
+        reference, current, group_labels(reference_path), group_labels(window_path), config
+    )
+    if not slices:
+        return result
+    result = result.model_copy(update={"slices": slices})
+    if result.json_path:
+        Path(result.json_path).write_text(json.dumps(result.model_dump(), indent=2))
+    return result
+
+
+GROUP_PREFIX = "group_"  # as in the dataset's reference sample (slipway.core.data.GROUP_PREFIX)
+
+
+def group_labels(path: Path) -> dict[str, np.ndarray]:
+    """The `group_<name>` arrays of an NPZ sample file (none for CSV/Parquet, whose columns are all features)."""
+    if path.suffix != ".npz":
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {k[len(GROUP_PREFIX) :]: data[k].astype(str) for k in data.files if k.startswith(GROUP_PREFIX)}
+
+
+def _rows(features: FeatureSet, mask: np.ndarray) -> FeatureSet:
+    pick = lambda a: None if a is None else a[mask]  # noqa: E731
+    return FeatureSet(
+        features.frame[mask].reset_index(drop=True),
+        features.numerical,
+        features.categorical,
+        pick(features.labels),
+        pick(features.predictions),
+        features.has_outputs,
+    )
+
+
+def drift_by_group(
+    reference: FeatureSet,
+    current: FeatureSet,
+    reference_groups: dict[str, np.ndarray],
+    current_groups: dict[str, np.ndarray],
+    config: DriftConfig,
+) -> list[GroupDrift]:
+    """The drift test within each group of each sensitive feature both files carry: which group's inputs moved.
+
+    Captured traffic carries features only, so in practice the window file must get its group labels from the
+    user (a window exported and labelled offline); the reference has them when the data had groups.
+    """
+    quiet = config.model_copy(update={"write_html": False})
+    slices = []
+    for feature in sorted(reference_groups.keys() & current_groups.keys()):
+        ref_labels, cur_labels = reference_groups[feature], current_groups[feature]
+        if len(ref_labels) != reference.rows or len(cur_labels) != current.rows:
+            raise DataError(
+                f"group_{feature}: {len(ref_labels)} reference and {len(cur_labels)} window labels for "
+                f"{reference.rows} and {current.rows} rows"
+            )
+        for group in sorted(set(cur_labels)):
+            ref_mask, cur_mask = ref_labels == group, cur_labels == group
+            sliced = GroupDrift(
+                feature=feature,
+                group=group,
+                reference_rows=int(ref_mask.sum()),
+                current_rows=int(cur_mask.sum()),
+            )
+            if min(sliced.reference_rows, sliced.current_rows) < config.min_rows:
+                sliced.note = (
+                    f"fewer than min_rows={config.min_rows} rows in the reference or window: not tested"
+                )
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    r = compute_drift(_rows(reference, ref_mask), _rows(current, cur_mask), quiet)
+                sliced.drifted_columns = r.drifted_columns
+                sliced.share_of_drifted_columns = r.share_of_drifted_columns
+                sliced.drift_detected = r.drift_detected
+                sliced.accuracy = r.accuracy
+            slices.append(sliced)
+    return slices

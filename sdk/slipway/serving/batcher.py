@@ -9,6 +9,15 @@ alone through the same bounded queue, so load shedding and timeouts behave the s
 
 `drain` (shutdown, unload, or the old version after a reload) lets the workers finish everything queued and
 in flight, then they exit; only what is still there when the grace period ends is failed.
+
+Triton's queue policy (`dynamic_batching.default_queue_policy`): `max_queue_size` caps the queue below the
+server's `--max-queue` (a request beyond it is rejected with Triton's "Exceeds maximum queue size": 503 /
+UNAVAILABLE), and `default_timeout_microseconds` rejects a request still queued after that long (REJECT, Triton's
+"Request timeout expired", 503 / UNAVAILABLE); a request a worker has taken runs to the end. `preserve_ordering`
+answers requests in the order they were queued: with one instance that holds by construction (one worker takes
+the oldest requests first and answers a batch before it takes the next), with several the answers of a batch
+that finishes early wait for those of older requests still running. The loader refuses the rest of the policy
+(priorities, DELAY, timeout overrides).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from slipway.core.errors import ModelExecutionError, OverloadedError, RequestTimeoutError
+from slipway.core.errors import ModelExecutionError, OverloadedError, RequestTimeoutError, SlipwayError
 from slipway.serving.loader import LoadedModel
 from slipway.serving.stats import ModelStats, ServerMetrics
 
@@ -39,6 +48,10 @@ class _Request:
     key: tuple[tuple[int, ...], ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+    taken: bool = False  # in a worker's batch: a queue timeout no longer applies
+    outcome: tuple[dict[str, np.ndarray] | None, SlipwayError | None] | None = (
+        None  # held for preserve_ordering
+    )
 
 
 class ModelBatcher:
@@ -72,6 +85,12 @@ class ModelBatcher:
         self.delay_ns = (
             int(config.dynamic_batching.max_queue_delay_microseconds) * 1000 if self.dynamic else 0
         )
+        policy = config.dynamic_batching.default_queue_policy
+        self.policy_max_queue = int(policy.max_queue_size)  # 0: no limit but the server's
+        self.queue_timeout_s = int(policy.default_timeout_microseconds) / 1e6  # 0: none
+        # Answers in queue order; only needed with several workers (one answers in order by construction).
+        ordered = config.dynamic_batching.preserve_ordering and len(model.sessions) > 1
+        self._in_order: deque[_Request] | None = deque() if ordered else None
         metrics.watch_queue(model.name, self.depth)
 
     def depth(self) -> int:
@@ -111,13 +130,26 @@ class ModelBatcher:
         """Queue one validated request and wait for its outputs; full queue or timeout -> OverloadedError (503)."""
         if all(task.done() for task in self._workers):
             raise OverloadedError(f"model {self.model.name!r} is not serving (starting or shutting down)")
+        if self.policy_max_queue and len(self._queue) >= self.policy_max_queue:
+            raise OverloadedError(
+                f"model {self.model.name!r}: Exceeds maximum queue size ({self.policy_max_queue} requests "
+                "waiting, dynamic_batching.default_queue_policy.max_queue_size); retry later"
+            )
         if len(self._queue) >= self.max_queue:
             raise OverloadedError(
                 f"model {self.model.name!r}: queue full ({self.max_queue} requests waiting); retry later"
             )
-        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
         key = tuple(a.shape[1:] for a in arrays.values()) if self.dynamic else ()
-        self._queue.append(_Request(arrays, rows, key, future))
+        request = _Request(arrays, rows, key, future)
+        self._queue.append(request)
+        if self.queue_timeout_s:
+            expiry = loop.call_later(self.queue_timeout_s, self._expire, request)
+            future.add_done_callback(lambda _: expiry.cancel())
+        if self._in_order is not None:
+            self._in_order.append(request)
+            future.add_done_callback(lambda _: self._release_in_order())
         self._arrived.set()
         try:
             return await asyncio.wait_for(future, timeout_s)
@@ -126,11 +158,52 @@ class ModelBatcher:
                 f"model {self.model.name!r}: no result within {timeout_s:g} s (server busy); retry later"
             ) from None
 
+    def _expire(self, request: _Request) -> None:
+        """default_timeout_microseconds passed: reject the request if it is still queued (Triton's REJECT)."""
+        if request.taken or request.future.done():
+            return
+        with contextlib.suppress(ValueError):
+            self._queue.remove(request)
+        request.future.set_exception(
+            RequestTimeoutError(
+                f"model {self.model.name!r}: Request timeout expired (queued longer than "
+                f"dynamic_batching.default_queue_policy.default_timeout_microseconds = "
+                f"{round(self.queue_timeout_s * 1e6)}); retry later"
+            )
+        )
+
+    def _answer(
+        self, req: _Request, result: dict[str, np.ndarray] | None, error: SlipwayError | None = None
+    ) -> None:
+        """Answer one request now, or, under preserve_ordering, once every older request is answered."""
+        if self._in_order is not None:
+            req.outcome = (result, error)
+            self._release_in_order()
+        elif not req.future.done():
+            if error is not None:
+                req.future.set_exception(error)
+            else:
+                req.future.set_result(result or {})
+
+    def _release_in_order(self) -> None:
+        """Answer held requests from the oldest on, up to the first one still queued or running."""
+        order = self._in_order
+        assert order is not None
+        while order and (order[0].outcome is not None or order[0].future.done()):
+            req = order.popleft()
+            if req.outcome is not None and not req.future.done():
+                result, error = req.outcome
+                if error is not None:
+                    req.future.set_exception(error)
+                else:
+                    req.future.set_result(result or {})
+
     def _pop_live(self) -> _Request | None:
-        """The oldest request whose caller still waits (timed-out ones are dropped here)."""
+        """The oldest request whose caller still waits (timed-out ones are dropped here); it is taken."""
         while self._queue:
             req = self._queue.popleft()
             if not req.future.done():
+                req.taken = True
                 return req
         return None
 
@@ -158,6 +231,7 @@ class ModelBatcher:
                 if nxt.key != first.key or rows + nxt.rows > self.max_rows:
                     return  # cannot join: dispatch now, it heads the next batch
                 self._queue.popleft()
+                nxt.taken = True
                 batch.append(nxt)
                 rows += nxt.rows
             remaining_ns = deadline_ns - time.perf_counter_ns()
@@ -211,20 +285,18 @@ class ModelBatcher:
             )
         except Exception as err:  # ORT failure on validated input: report, keep serving
             log.exception("model execution failed model=%s rows=%d", self.model.name, rows)
+            failure = ModelExecutionError(f"model {self.model.name!r}: execution failed: {err}")
             for req in batch:
-                if not req.future.done():
-                    req.future.set_exception(
-                        ModelExecutionError(f"model {self.model.name!r}: execution failed: {err}")
-                    )
+                self._answer(req, None, failure)
             return
         offset = 0
         for req in batch:
             if not req.future.done():
                 if len(batch) == 1:
-                    req.future.set_result(dict(zip(self._output_names, outputs, strict=True)))
+                    self._answer(req, dict(zip(self._output_names, outputs, strict=True)))
                 else:
                     sliced = [out[offset : offset + req.rows] for out in outputs]
-                    req.future.set_result(dict(zip(self._output_names, sliced, strict=True)))
+                    self._answer(req, dict(zip(self._output_names, sliced, strict=True)))
             offset += req.rows
         queue_ns = sum(started_ns - r.enqueued_ns for r in batch)
         output_ns = time.perf_counter_ns() - done_ns

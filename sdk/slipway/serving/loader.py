@@ -20,7 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -29,6 +29,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from slipway.core.artifacts import ModelArtifact, metadata_path, read_metadata
 from slipway.core.errors import ArtifactIntegrityError, ConfigError, NotFoundError, TritonConfigError
 from slipway.serving.datatypes import NUMPY_TO_V2, V2_TO_NUMPY, from_triton_type, triton_type
+from slipway.serving.torch_runtime import PYTHON_BACKEND, TorchSession, check_python_config, package_path
 from slipway.serving.triton_repository import CONFIG_FILE, MODEL_FILES, list_models, parse_model_config
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ _UNSUPPORTED_TENSOR_FIELDS = {
     "is_shape_tensor": "shape tensors (TensorRT only)",
     "is_non_linear_format_io": "non-linear I/O formats (TensorRT only)",
 }
-# Accepted and without effect here (Triton uses them for GPUs, caching, warm-up, queue policies, repository
-# agents such as its checksum agent): logged at load.
+# Accepted and without effect here (Triton uses them for GPUs, caching, warm-up, repository agents such as its
+# checksum agent, metric labels): logged at load.
 _IGNORED_FIELDS = (
     "optimization",
     "cc_model_filenames",
@@ -75,14 +76,16 @@ _IGNORED_FIELDS = (
     "response_cache",
     "model_metrics",
     "model_repository_agents",
+    "metric_tags",
 )
-_IGNORED_BATCHING_FIELDS = (
-    "priority_levels",
-    "default_priority_level",
-    "default_queue_policy",
-    "priority_queue_policy",
-    "preserve_ordering",
-)
+# dynamic_batching's queue: the batcher (serving/batcher.py) honours preserve_ordering and, of
+# default_queue_policy, max_queue_size and default_timeout_microseconds with timeout_action REJECT. It keeps one
+# FIFO queue per model, so these are refused at load:
+_UNSUPPORTED_BATCHING_FIELDS = {
+    "priority_levels": "priority queues",
+    "default_priority_level": "priority queues",
+    "priority_queue_policy": "per-priority queue policies",
+}
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,11 @@ def read_serving_config(model_dir: str | Path) -> mc.ModelConfig:
 def _complete_backend(config: mc.ModelConfig, model_dir: Path, path: Path) -> None:
     """Triton's AutoCompleteBackendFields for ONNX: `backend: "onnxruntime"`, `platform: "onnxruntime_onnx"`,
     `default_model_filename: "model.onnx"`, or neither platform nor backend with a model.onnx in the first
-    version folder; any other backend cannot run here."""
+    version folder. Backend "python" runs here only for a Slipway AOTInductor package (see
+    slipway.serving.torch_runtime); any other backend cannot run here."""
+    if config.backend == PYTHON_BACKEND:
+        check_python_config(config, model_dir, path)
+        return
     if not config.platform and not config.backend and not config.default_model_filename:
         first = sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())[:1]
         if first and (first[0] / ONNX_FILE).exists():
@@ -271,6 +278,7 @@ def _refuse_unsupported(config: mc.ModelConfig, path: Path) -> None:
         raise TritonConfigError(
             f"{path}: `model_transaction_policy.decoupled` is not supported by slipway serve; serve with Triton"
         )
+    _refuse_unsupported_queue_policy(config, path)
     for kind, tensors in (("input", config.input), ("output", config.output)):
         for tensor in tensors:
             for name, what in _UNSUPPORTED_TENSOR_FIELDS.items():
@@ -280,13 +288,33 @@ def _refuse_unsupported(config: mc.ModelConfig, path: Path) -> None:
                     )
 
 
+def _refuse_unsupported_queue_policy(config: mc.ModelConfig, path: Path) -> None:
+    """Triton's queue policy fields the batcher cannot honour (priorities, DELAY, per-request overrides)."""
+    batching = config.dynamic_batching
+    for name, what in _UNSUPPORTED_BATCHING_FIELDS.items():
+        if _present(batching, name):
+            raise TritonConfigError(
+                f"{path}: `dynamic_batching.{name}` ({what}) is not supported by slipway serve, which keeps one "
+                "FIFO queue per model; drop it, or serve with Triton"
+            )
+    policy = batching.default_queue_policy
+    if policy.timeout_action != mc.ModelQueuePolicy.REJECT:
+        raise TritonConfigError(
+            f"{path}: `dynamic_batching.default_queue_policy.timeout_action: "
+            f"{mc.ModelQueuePolicy.TimeoutAction.Name(policy.timeout_action)}` is not supported by slipway "
+            "serve: a request that waits longer than default_timeout_microseconds is rejected (REJECT, the "
+            "default); drop it, or serve with Triton"
+        )
+    if policy.allow_timeout_override:
+        raise TritonConfigError(
+            f"{path}: `dynamic_batching.default_queue_policy.allow_timeout_override` is not supported by slipway "
+            "serve: a request's own `timeout` parameter always bounds its whole wait here (queue and run); drop "
+            "the field"
+        )
+
+
 def _log_ignored(config: mc.ModelConfig) -> None:
     ignored = [name for name in _IGNORED_FIELDS if _present(config, name)]
-    ignored += [
-        f"dynamic_batching.{name}"
-        for name in _IGNORED_BATCHING_FIELDS
-        if _present(config.dynamic_batching, name)
-    ]
     if ignored:
         log.info(
             "model config fields without effect in slipway serve model=%s fields=%s", config.name, ignored
@@ -369,6 +397,14 @@ def _model_source(
     config: mc.ModelConfig, model_dir: Path, version: int, require_digest: bool
 ) -> _ModelSource:
     where = f"model {config.name!r} version {version}"
+    if config.backend == PYTHON_BACKEND:  # its AOTInductor package, whose metadata names the tensors
+        path = package_path(model_dir, version)
+        if not path.is_file():
+            raise NotFoundError(
+                f"{where}: backend {PYTHON_BACKEND!r} is served from {path.name}; {path} is missing"
+            )
+        data = path.read_bytes()
+        return _ModelSource(data, _verify_digest(where, path, data, require_digest=True))
     path = model_dir / str(version) / config.default_model_filename
     if path.is_dir():  # Triton's ONNX folder form: <file>/model.onnx beside its external data files
         main = path / ONNX_FILE
@@ -422,6 +458,11 @@ def verify_version_digest(model_dir: str | Path, version: int) -> ModelArtifact:
 
 
 def _new_session(source: _ModelSource, options: SessionOptions, kind: int) -> TritonSession:
+    if source.artifact is not None and source.artifact.framework == "aoti":
+        assert isinstance(source.data, bytes)
+        # duck-typed: run/get_inputs/get_outputs/get_providers are all that serving calls on a session
+        session = TorchSession(source.data, source.artifact, source.artifact.file, options.intra_op_threads)
+        return cast(TritonSession, session)
     so = ort.SessionOptions()
     if options.intra_op_threads:
         so.intra_op_num_threads = options.intra_op_threads
@@ -668,7 +709,7 @@ def load_model_dir(
     )
 
 
-MODEL_CONTROL_MODES = ("none", "explicit")
+MODEL_CONTROL_MODES = ("none", "explicit", "poll")
 LOAD_ALL = "*"
 
 
@@ -678,10 +719,11 @@ def check_model_control_mode(mode: str) -> None:
 
 
 def startup_models(repo: str | Path, mode: str = "none", load_models: Sequence[str] = ()) -> list[str]:
-    """The models to load before the server opens its ports, with Triton's rules for the two control modes.
+    """The models to load before the server opens its ports, with Triton's rules for each control mode.
 
-    none: every model of the repository (and --load-model is refused: it would have no effect). explicit: only
-    the --load-model names, `*` alone meaning all of them; an empty list starts the server with no model.
+    none: every model of the repository (and --load-model is refused: it would have no effect). poll: the same,
+    and an empty repository is allowed (models may be added later). explicit: only the --load-model names, `*`
+    alone meaning all of them; an empty list starts the server with no model.
     """
     check_model_control_mode(mode)
     available = list_models(repo)
@@ -696,12 +738,12 @@ def startup_models(repo: str | Path, mode: str = "none", load_models: Sequence[s
             CONFIG_FILE,
             without_config,
         )
-    if mode == "none":
+    if mode in ("none", "poll"):
         if load_models:
             raise ConfigError(
-                "--load-model needs --model-control-mode explicit (in mode none every model loads)"
+                f"--load-model needs --model-control-mode explicit (in mode {mode} every model loads)"
             )
-        if not available:
+        if not available and mode == "none":
             raise NotFoundError(f"model repository {repo} holds no model (expected <model>/config.pbtxt)")
         return available
     if LOAD_ALL in load_models:

@@ -29,6 +29,7 @@ from slipway.serving.experiment import resume_experiments
 from slipway.serving.grpc_app import build_grpc_server
 from slipway.serving.http_app import build_app
 from slipway.serving.loader import SessionOptions, load_repository, startup_models
+from slipway.serving.repository_poll import scan_repository
 from slipway.serving.restricted import GRPC_RESTRICTED_ENV, HTTP_RESTRICTED_ENV
 from slipway.serving.service import InferenceCore, ServerOptions
 from slipway.serving.stats import TritonMetrics
@@ -180,11 +181,14 @@ def build_service(
 ) -> InferenceCore:
     """Load and verify the startup models before any port opens: a refused model means no server.
 
-    Mode none loads every model; explicit loads only `load_models` (`*` for all) and serves load/unload. A
-    model with an `experiment.json` (an A/B experiment running when the server stopped) resumes its split: both
-    versions load, and a file that no longer parses or names a missing version refuses the start, naming it.
+    Mode none loads every model; explicit loads only `load_models` (`*` for all) and serves load/unload; poll
+    loads every model and then follows the repository (its scan is taken first, so that a change made while the
+    models load is applied by the first poll). A model with an `experiment.json` (an A/B experiment running
+    when the server stopped) resumes its split: both versions load, and a file that no longer parses or names a
+    missing version refuses the start, naming it.
     """
     session_options = SessionOptions(intra_op_threads=threads, require_digest=options.require_digest)
+    snapshot = scan_repository(repo) if model_control_mode == "poll" else None
     names = startup_models(repo, model_control_mode, load_models)
     experiments = resume_experiments(repo, names, session_options)
     return InferenceCore(
@@ -194,6 +198,7 @@ def build_service(
         session_options=session_options,
         model_control_mode=model_control_mode,
         experiments=experiments,
+        repository_snapshot=snapshot,
     )
 
 
@@ -402,7 +407,8 @@ def start_server(
 
     In a thread (default) it shares the caller's process; `subprocess_mode=True` gives it its own interpreter
     (no GIL sharing with a load generator, and a crash cannot take the caller down). `model_control_mode` and
-    `load_models` are `slipway serve --model-control-mode/--load-model` (Triton's options); `metrics_port` and
+    `load_models` are `slipway serve --model-control-mode/--load-model` (Triton's options; mode poll rescans
+    every `options.repository_poll_secs`, `--repository-poll-secs`); `metrics_port` and
     `metrics_host` are `--metrics-port/--metrics-address` (None: `--allow-metrics false`; see `.metrics_url`).
     """
     options = options or ServerOptions()
@@ -441,6 +447,8 @@ def start_server(
     if threads:
         argv += ["--threads", str(threads)]
     argv += ["--model-control-mode", model_control_mode]
+    if model_control_mode == "poll":
+        argv += ["--repository-poll-secs", str(options.repository_poll_secs)]
     for name in load_models:
         argv += ["--load-model", name]
     if metrics_port is None:

@@ -14,6 +14,10 @@ An A/B experiment (`serving/experiment.py`) serves two versions under one name: 
 (metadata, config and validation defaults), the experiment holds both, and each inference request without a
 version in its path is assigned to a variant by its key. Starting and stopping one swap in the same way as a
 reload: load off the loop, switch with no await, drain what is no longer routed to.
+
+Model control mode poll (`serving/repository_poll.py`) applies the repository's changes through the same load,
+swap and unload; a model split by an experiment is left as it is. A reload that fails there has no caller to
+answer, so the repository index shows it (an UNAVAILABLE entry with the reason beside the version serving).
 """
 
 from __future__ import annotations
@@ -32,7 +36,14 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 import slipway
-from slipway.core.errors import ConfigError, InvalidInputError, NotFoundError, OverloadedError, SlipwayError
+from slipway.core.errors import (
+    ConfigError,
+    InvalidInputError,
+    NotFoundError,
+    OverloadedError,
+    SlipwayError,
+    UnavailableError,
+)
 from slipway.experiments.spec import VARIANTS, Variant, parse_spec
 from slipway.serving.batcher import ModelBatcher
 from slipway.serving.experiment import (
@@ -49,6 +60,7 @@ from slipway.serving.experiment import (
 )
 from slipway.serving.loader import LoadedModel, SessionOptions, check_model_control_mode, load_model_dir
 from slipway.serving.payload_logger import PayloadLogger
+from slipway.serving.repository_poll import DEFAULT_POLL_SECS, Fingerprint, RepositoryPoller, scan_repository
 from slipway.serving.restricted import RestrictedGroups
 from slipway.serving.stats import ModelStats, ServerMetrics, failure_reason
 from slipway.serving.triton_repository import list_models, model_versions
@@ -83,6 +95,8 @@ class ServerOptions:
     grpc_restricted: RestrictedGroups = field(default_factory=RestrictedGroups)
     # `--require-digest`: refuse a model file without Slipway's metadata sidecar (its sha256 cannot be checked)
     require_digest: bool = False
+    # Triton's --repository-poll-secs: how often model control mode poll rescans the repository (0: never)
+    repository_poll_secs: float = DEFAULT_POLL_SECS
 
 
 def message_to_dict(message: Message) -> dict[str, Any]:
@@ -142,8 +156,9 @@ class InferenceCore:
     """Loaded models with their batchers, statistics and metrics; one per running server.
 
     Named apart from KServe's InferenceService (the cluster object `slipway.cluster.kserve` builds).
-    `repository` and `model_control_mode="explicit"` enable Triton's load/unload API; without a repository
-    the core serves the models it was given and the index lists just those.
+    `repository` and `model_control_mode="explicit"` enable Triton's load/unload API; `"poll"` follows the
+    repository instead (`repository_snapshot`: its scan from before the models were read; default: now);
+    without a repository the core serves the models it was given and the index lists just those.
     """
 
     def __init__(
@@ -155,10 +170,13 @@ class InferenceCore:
         session_options: SessionOptions | None = None,
         model_control_mode: str = "none",
         experiments: Mapping[str, Experiment] | None = None,
+        repository_snapshot: Mapping[str, Fingerprint] | None = None,
     ) -> None:
         check_model_control_mode(model_control_mode)
-        if model_control_mode == "explicit" and repository is None:
-            raise ConfigError("model control mode explicit needs the repository to load models from")
+        if model_control_mode in ("explicit", "poll") and repository is None:
+            raise ConfigError(
+                f"model control mode {model_control_mode} needs the repository to load models from"
+            )
         # Models split by an A/B experiment (resumed from the repository): served as variant A's by name.
         self.experiments: dict[str, Experiment] = dict(experiments or {})
         self.models = models
@@ -181,6 +199,24 @@ class InferenceCore:
         self._retiring: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.payload_logger: PayloadLogger | None = None
+        # Mode poll: a served model whose reload failed -> (version tried, reason), for the index.
+        self._reload_failures: dict[str, tuple[str, str]] = {}
+        self._poller: RepositoryPoller | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        # Mode poll with --repository-poll-secs 0 never rescans, as in Triton (load/unload stay refused).
+        if (
+            model_control_mode == "poll"
+            and self.repository is not None
+            and self.options.repository_poll_secs > 0
+        ):
+            self._poller = RepositoryPoller(
+                self.repository,
+                self.options.repository_poll_secs,
+                scan_repository(self.repository) if repository_snapshot is None else repository_snapshot,
+                load=self.load_from_repository,
+                unload=self._unload_removed,
+                frozen=self._poll_frozen,
+            )
 
     def _start_batcher(self, model: LoadedModel, stats: ModelStats) -> ModelBatcher:
         batcher = ModelBatcher(model, stats, self.metrics, self.options.max_queue, lambda: self.incoming)
@@ -202,19 +238,26 @@ class InferenceCore:
             )
             if self.model_control_mode != "explicit":
                 log.warning(
-                    "model %s: %s resumed from the repository; stopping it needs --model-control-mode explicit",
+                    "model %s: %s resumed from the repository; stopping it needs --model-control-mode explicit%s",
                     name,
                     experiment.describe(),
+                    " (repository polling leaves this model as it is)" if self._poller is not None else "",
                 )
         if self.options.logger_url:
             self.payload_logger = PayloadLogger(self.options.logger_url, self.metrics.registry)
             self.payload_logger.start()
+        if self._poller is not None:
+            self._poll_task = asyncio.create_task(self._poller.run(), name="repository-poll")
+            log.info("polling model repository %s every %g s", self.repository, self._poller.interval_s)
         self.ready = True
 
     async def stop(self) -> None:
         """Stop reporting ready, let queued requests finish within the grace period, then stop workers."""
         self.ready = False
         self._stopping = True
+        if self._poll_task is not None:  # no load starts once draining has begun
+            self._poll_task.cancel()
+            await asyncio.gather(self._poll_task, return_exceptions=True)
         grace = self.options.shutdown_grace_s
         await asyncio.gather(*(b.drain(grace) for b in list(self._batcher_of.values())))
         await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -366,6 +409,11 @@ class InferenceCore:
                     {"name": name, "version": m.version, "state": state, "reason": ""}
                     for m in self._served_versions(name)
                 ]
+                if name in self._reload_failures:
+                    version, reason = self._reload_failures[name]
+                    entries.append(
+                        {"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason}
+                    )
             elif name in self._unavailable:
                 version, reason = self._unavailable[name]
                 entries = [{"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason}]
@@ -375,15 +423,23 @@ class InferenceCore:
         return index
 
     def require_model_control(self, action: tuple[str, str] = LOAD_UNLOAD) -> None:
-        """Load and unload (and experiments, which load and drop versions) answer 400 unless the server runs in
-        explicit mode (Triton: mode none refuses them)."""
-        if self.model_control_mode != "explicit":
-            what, purpose = action
-            raise InvalidInputError(
-                f"{what} is not allowed in model control mode "
-                f"{self.model_control_mode!r}: start `slipway serve` with --model-control-mode explicit "
-                f"(start_server(..., model_control_mode='explicit')) to {purpose}"
+        """Load and unload are refused unless the server runs in explicit mode, as Triton refuses them in modes
+        none and poll: UNAVAILABLE (HTTP 503). Experiments (a Slipway extension that loads and drops versions)
+        answer 400 there."""
+        if self.model_control_mode == "explicit":
+            return
+        what, purpose = action
+        message = (
+            f"{what} is not allowed in model control mode "
+            f"{self.model_control_mode!r}: start `slipway serve` with --model-control-mode explicit "
+            f"(start_server(..., model_control_mode='explicit')) to {purpose}"
+        )
+        if self.model_control_mode == "poll":
+            message += (
+                "; in mode poll the server follows the repository: add, change or remove REPO/NAME and it is "
+                "loaded, reloaded or unloaded within --repository-poll-secs"
             )
+        raise (UnavailableError if action is LOAD_UNLOAD else InvalidInputError)(message)
 
     def _model_dir(self, name: str, failure: str) -> Path:
         """REPO/<name>, which must hold a config.pbtxt; else 400 naming the models there."""
@@ -419,6 +475,7 @@ class InferenceCore:
         else:
             self.experiments.pop(name, None)
         self._unavailable.pop(name, None)
+        self._reload_failures.pop(name, None)
         self._watch_queues(name)
         kept = {id(m) for m in routed}
         return [self._batcher_of[id(m)] for m in previous if id(m) not in kept]
@@ -438,13 +495,18 @@ class InferenceCore:
         return self._control_locks.setdefault(name, asyncio.Lock())
 
     async def load_model(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
-        """Load (or reload) the newest version of REPO/<name>; a failure leaves the served version serving.
+        """Triton's load API (explicit mode): `load_from_repository` after checking the mode and parameters."""
+        self.require_model_control()
+        _check_load_parameters(name, parameters or {})
+        await self.load_from_repository(name)
+
+    async def load_from_repository(self, name: str) -> None:
+        """Load (or reload) the version of REPO/<name> its config selects; a failure leaves the served version
+        serving (the load API and the repository poller both call this).
 
         The blocking part (verify, ORT sessions) runs in a thread so serving goes on; loads and unloads of one
         model are serialized. Returns once the new version serves and the old one has drained.
         """
-        self.require_model_control()
-        _check_load_parameters(name, parameters or {})
         model_dir = self._model_dir(name, f"failed to load model {name!r}")
         async with self._lock(name):
             self._refuse_during_experiment(name, "load")
@@ -467,9 +529,11 @@ class InferenceCore:
                 if not isinstance(err, SlipwayError):
                     log.exception("model load failed name=%s", name)
                 reason = str(err) if isinstance(err, SlipwayError) else f"{type(err).__name__}: {err}"
+                keeps = f"; version {served.version} keeps serving" if served is not None else ""
                 if served is None:
                     self._unavailable[name] = (self._newest_version(model_dir), reason)
-                keeps = f"; version {served.version} keeps serving" if served is not None else ""
+                elif self._poller is not None:  # no caller to answer: the index shows it
+                    self._reload_failures[name] = (self._newest_version(model_dir), reason + keeps)
                 log.warning("model load refused name=%s reason=%s%s", name, reason, keeps)
                 raise InvalidInputError(f"failed to load model {name!r}: {reason}{keeps}") from None
             if self._stopping:
@@ -484,9 +548,13 @@ class InferenceCore:
             await self._retire_all(retired)
 
     async def unload_model(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
-        """Stop routing to the model, let its queue drain, forget it; unloading an unloaded model is a no-op."""
+        """Triton's unload API (explicit mode): `unload_from_repository` after checking the mode and parameters."""
         self.require_model_control()
         _check_unload_parameters(parameters or {})
+        await self.unload_from_repository(name)
+
+    async def unload_from_repository(self, name: str) -> None:
+        """Stop routing to the model, let its queue drain, forget it; unloading an unloaded model is a no-op."""
         never_served = InvalidInputError(
             f"failed to unload model {name!r}: it has not been served (loaded models: {sorted(self.models)})"
         )
@@ -502,6 +570,7 @@ class InferenceCore:
             batcher = self._batcher_of[id(model)]
             del self.stats[name]
             self._unavailable[name] = (model.version, UNLOADED)
+            self._reload_failures.pop(name, None)
             self.metrics.unwatch_queue(name)
             log.info("model unloading name=%s version=%s", name, model.version)
             await self._retire(batcher)
@@ -613,6 +682,25 @@ class InferenceCore:
                 "retired": {"variant": lost_variant, "version": lost.version},
                 "deleted_version_dir": deleted,
             }
+
+    async def _unload_removed(self, name: str) -> None:
+        """Mode poll, REPO/<name> gone: a served model is unloaded (the index lists it `unloaded`, as after an
+        unload); one whose load had failed is forgotten with its folder."""
+        if name in self.models:
+            await self.unload_from_repository(name)
+        else:
+            self._unavailable.pop(name, None)
+
+    def _poll_frozen(self, name: str) -> str | None:
+        """Why repository polling leaves a model as it is: an A/B experiment splits it (stopping one needs
+        explicit mode, and a reload would end the split)."""
+        experiment = self.experiments.get(name)
+        if experiment is None:
+            return None
+        return (
+            f"it runs {experiment.describe()}; changes to its folder are not applied until the experiment is "
+            "stopped (restart in --model-control-mode explicit to stop it)"
+        )
 
     async def _retire(self, batcher: ModelBatcher) -> None:
         """Drain a batcher no longer routed to; shielded, so a caller that gives up cannot cut the drain short."""

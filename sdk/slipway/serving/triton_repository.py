@@ -1,6 +1,8 @@
 """Triton model repository: written only from typed config, read back and checked with Triton's protobuf.
 
-Layout: REPO/<model>/config.pbtxt and REPO/<model>/<version>/model.<onnx|plan> (+ metadata sidecar).
+Layout: REPO/<model>/config.pbtxt and REPO/<model>/<version>/model.<onnx|plan> (+ metadata sidecar). An
+AOTInductor package is served by Triton's Python backend: REPO/<model>/<version>/model.pt2 (+ sidecar) and the
+model.py that loads it (slipway.serving.triton_aoti_model, copied verbatim), with `backend: "python"`.
 Tensor names, dtypes and shapes come from the exported graph's metadata, never typed by hand.
 """
 
@@ -21,7 +23,10 @@ from slipway.serving.datatypes import NUMPY_TO_V2, triton_type
 
 CONFIG_FILE = "config.pbtxt"
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
-MODEL_FILES = {"onnx": "model.onnx", "tensorrt": "model.plan"}
+BACKENDS = {"aoti": "python"}  # frameworks Triton serves through a backend rather than a platform
+MODEL_FILES = {"onnx": "model.onnx", "tensorrt": "model.plan", "aoti": "model.pt2"}
+PYTHON_MODEL_FILE = "model.py"  # what Triton's Python backend loads (its default_model_filename)
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_aoti_model.py")
 
 
 def _tensor(spec: TensorSpec, batched: bool, message: mc.ModelInput | mc.ModelOutput) -> None:
@@ -35,18 +40,19 @@ def _tensor(spec: TensorSpec, batched: bool, message: mc.ModelInput | mc.ModelOu
 
 
 def build_model_config(name: str, artifact: ModelArtifact, triton: TritonConfig) -> mc.ModelConfig:
-    """Triton ModelConfig for an ONNX or TensorRT artifact, batch axis taken from the graph's first dim."""
-    if artifact.framework not in PLATFORMS:
+    """Triton ModelConfig for an ONNX or TensorRT artifact, or an AOTInductor package (Python backend), batch
+    axis taken from the graph's first dim."""
+    if artifact.framework not in PLATFORMS and artifact.framework not in BACKENDS:
         raise TritonConfigError(
             f"framework {artifact.framework!r} cannot be served by Triton; export it first"
         )
     batched = triton.max_batch_size > 0 and all(t.shape and t.shape[0] == -1 for t in artifact.inputs)
-    config = mc.ModelConfig(
-        name=name,
-        platform=PLATFORMS[artifact.framework],
-        max_batch_size=triton.max_batch_size if batched else 0,
-        default_model_filename=MODEL_FILES[artifact.framework],
-    )
+    config = mc.ModelConfig(name=name, max_batch_size=triton.max_batch_size if batched else 0)
+    if artifact.framework in BACKENDS:
+        config.backend = BACKENDS[artifact.framework]  # the Python backend loads model.py by default
+    else:
+        config.platform = PLATFORMS[artifact.framework]
+        config.default_model_filename = MODEL_FILES[artifact.framework]
     for spec in artifact.inputs:
         _tensor(spec, batched, config.input.add())
     for spec in artifact.outputs:
@@ -57,6 +63,10 @@ def build_model_config(name: str, artifact: ModelArtifact, triton: TritonConfig)
     group = config.instance_group.add()
     group.count = triton.instance_count
     group.kind = mc.ModelInstanceGroup.Kind.Value(triton.instance_kind)
+    if artifact.framework == "aoti":  # a package runs only on the device it was compiled for
+        group.kind = (
+            mc.ModelInstanceGroup.KIND_GPU if artifact.compute_capability else mc.ModelInstanceGroup.KIND_CPU
+        )
     if triton.tensorrt_accelerator and artifact.framework == "onnx":
         accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
         accel.name = "tensorrt"
@@ -77,7 +87,16 @@ def validate_model_config(config: mc.ModelConfig, model_dir: Path) -> None:
     where = model_dir / CONFIG_FILE
     if config.name != model_dir.name:
         raise TritonConfigError(f"{where}: name {config.name!r} must equal the directory {model_dir.name!r}")
-    if config.platform not in PLATFORMS.values():
+    if config.backend in BACKENDS.values():
+        missing = [
+            v for v in model_versions(model_dir) if not (model_dir / str(v) / PYTHON_MODEL_FILE).is_file()
+        ]
+        if config.platform or missing:
+            raise TritonConfigError(
+                f"{where}: backend {config.backend!r} takes no platform (got {config.platform!r}) and needs "
+                f"{PYTHON_MODEL_FILE} in every version folder (missing in {missing})"
+            )
+    elif config.platform not in PLATFORMS.values():
         raise TritonConfigError(f"{where}: platform {config.platform!r} not in {sorted(PLATFORMS.values())}")
     if not config.input or not config.output:
         raise TritonConfigError(f"{where}: needs at least one input and one output")
@@ -125,6 +144,8 @@ def write_model(
     target = version_dir / MODEL_FILES[artifact.framework]
     shutil.copyfile(model_path, target)
     write_metadata(target, artifact.model_copy(update={"file": target.name}))
+    if artifact.framework in BACKENDS:
+        shutil.copyfile(PYTHON_MODEL_SOURCE, version_dir / PYTHON_MODEL_FILE)
     config = build_model_config(name, artifact, triton)
     (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config))
     read_model_config(model_dir)  # read back through Triton's own protobuf

@@ -24,6 +24,7 @@ from slipway.steps.drift import check_window, export_captured_window
 from slipway.steps.record import Produced, record_run
 from slipway.steps.release import gate_candidate, package_for_triton, promote_candidate, register_candidate
 from slipway.steps.retrain import retrain
+from slipway.steps.search import record_search, search_metadata, search_student
 from slipway.steps.start import start_run
 from slipway.steps.train import distill_student, train_teacher, training_metadata
 
@@ -45,9 +46,12 @@ __all__ = [
     "prune_student",
     "quantize_onnx",
     "record_run",
+    "record_search",
     "register_candidate",
     "resolve_source",
     "retrain",
+    "search_metadata",
+    "search_student",
     "select_format",
     "start_run",
     "train_in_cluster",

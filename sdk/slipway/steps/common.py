@@ -13,6 +13,7 @@ from slipway.core.config import SlipwayConfig, validate_config
 from slipway.core.logs import setup_logging
 from slipway.core.summary import STEP_ERRORS_ENV
 from slipway.evaluation.evaluate import ModelEvaluation
+from slipway.evaluation.fairness import FairnessReport
 
 SUMMARY_FIELDS = (
     "format",
@@ -33,6 +34,7 @@ class EvaluationReport(BaseModel):
     teacher: ModelEvaluation
     teacher_eager: ModelEvaluation
     student: ModelEvaluation
+    fairness: FairnessReport | None = None  # by group, teacher vs student, when the data carries group labels
 
 
 def _report_failures() -> None:

@@ -34,6 +34,7 @@ from slipway.evaluation.evaluate import (
     plot_confusion_matrix,
     torch_predictor,
 )
+from slipway.evaluation.fairness import evaluate_fairness
 from slipway.steps.common import EvaluationReport
 from slipway.steps.train import checkpoint_dir
 from slipway.training.loop import predict_logits
@@ -225,8 +226,16 @@ def select_format(
         ),
     )
     student = evaluations[selection.chosen]
+    fairness = evaluate_fairness(
+        onnx_predictor(teacher_onnx, ev.threads), onnx_predictor(chosen_path, ev.threads), x, y,
+        splits.groups_of("test"), k,
+    )  # fmt: skip
     report = EvaluationReport(
-        dataset_fingerprint=splits.fingerprint, teacher=teacher, teacher_eager=teacher_eager, student=student
+        dataset_fingerprint=splits.fingerprint,
+        teacher=teacher,
+        teacher_eager=teacher_eager,
+        student=student,
+        fairness=fairness,
     )
     report_path.write_text(report.model_dump_json(indent=2))
     selection_path.write_text(selection.model_dump_json(indent=2))

@@ -16,6 +16,7 @@ class DataInfo(BaseModel):
     input_shape: list[int]
     num_classes: int
     samples: dict[str, int]
+    groups: dict[str, list[str]] = {}  # sensitive feature -> its groups (test split), for the fairness report
 
 
 def prepare_data(cfg: SlipwayConfig, dataset_path: Path, reference_path: Path) -> DataInfo:
@@ -31,4 +32,5 @@ def prepare_data(cfg: SlipwayConfig, dataset_path: Path, reference_path: Path) -
         input_shape=list(splits.input_shape),
         num_classes=splits.num_classes,
         samples={s: len(splits.split(s)[1]) for s in data_lib.SPLITS},
+        groups={name: sorted(set(labels)) for name, labels in splits.groups_of("test").items()},
     )

@@ -14,9 +14,44 @@ from typing import Any
 
 from slipway import registry
 from slipway.cluster.storage import s3_uri
+from slipway.core import images
+from slipway.core.aoti_package import PACKAGE_FILE, check_serving_compatibility
+from slipway.core.artifacts import read_metadata
 from slipway.core.config import SlipwayConfig
+from slipway.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def check_aoti_target(cfg: SlipwayConfig, repo_dir: Path, model: str) -> None:
+    """Refuse, before anything is served, an AOTInductor package (the packaged version's model.pt2) that the
+    serving side cannot run: compiled by another torch release, or for another device or compute capability.
+    Locally the serving side is this machine; in the cluster, the serving image's declared torch and GPU nodes
+    (slipway.core.images). ONNX and TensorRT models pass untouched."""
+    from slipway.serving.triton_repository import model_versions
+
+    model_dir = repo_dir / model
+    if cfg.deploy.target == "none" or not model_dir.is_dir() or not model_versions(model_dir):
+        return
+    package = model_dir / str(model_versions(model_dir)[-1]) / PACKAGE_FILE
+    if not package.is_file():
+        return
+    artifact = read_metadata(package)
+    if cfg.deploy.target == "local":
+        import torch
+
+        from slipway.serving.torch_runtime import local_capability
+
+        check_serving_compatibility(artifact, torch.__version__, local_capability(), "this machine")
+        return
+    image = f"the serving image ({images.TRITON_IMAGE} with torch {images.AOTI_TORCH_VERSION})"
+    capability = images.SERVING_COMPUTE_CAPABILITY if artifact.compute_capability else None
+    check_serving_compatibility(artifact, images.AOTI_TORCH_VERSION, capability, image)
+    raise ConfigError(
+        f"{package}: an AOTInductor package is served in the cluster by Triton's Python backend with torch "
+        f"{images.AOTI_TORCH_VERSION}, and the cluster's ServingRuntime has no such image yet: deploy.target "
+        "kserve takes ONNX and TensorRT models (serve the .pt2 with deploy.target local)"
+    )
 
 
 def deploy_local(repo_dir: Path, model: str) -> dict[str, Any]:
@@ -86,6 +121,7 @@ def deploy_kserve(cfg: SlipwayConfig, repo_uri: str, model: str) -> dict[str, An
 def deploy_model(cfg: SlipwayConfig, run_id: str, repo_dir: Path, repo_uri: str) -> dict[str, Any]:
     """Deploy the packaged repository where `deploy.target` says; the outcome is tagged on the MLflow run."""
     model = cfg.registry.model_name
+    check_aoti_target(cfg, repo_dir, model)
     if cfg.deploy.target == "none":
         outcome: dict[str, Any] = {"target": "none", "model": model}
     elif cfg.deploy.target == "local" and cfg.deploy.serve_url and cfg.deploy.serve_repository:

@@ -16,6 +16,7 @@ from typing import Any
 from slipway import registry
 from slipway.compression.selection import Selection
 from slipway.core.config import SlipwayConfig
+from slipway.evaluation.fairness import FairnessReport, fairness_metrics, write_fairness_table
 from slipway.steps.common import EvaluationReport, summary_view
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,41 @@ def record_training(cfg: SlipwayConfig, run_id: str, role: str, metadata: dict[s
     registry.log_metrics(cfg.registry, run_id, _numbers(role, outcome))
 
 
+def record_fairness(cfg: SlipwayConfig, run_id: str, report: FairnessReport) -> None:
+    """Per-group numbers as metrics (`fairness.<feature>.<model>...`) and the per-group table as a CSV."""
+    import tempfile
+
+    registry.log_metrics(cfg.registry, run_id, fairness_metrics(report))
+    with tempfile.TemporaryDirectory(prefix="slipway-fairness-") as tmp:
+        table = write_fairness_table(report, Path(tmp) / "fairness.csv")
+        registry.log_artifact(cfg.registry, run_id, table, "evaluation")
+
+
+@dataclass
+class ChosenEvaluation:
+    """The chosen candidate's evaluation as the KFP UI shows it: a Metrics and a ClassificationMetrics artifact."""
+
+    metrics: dict[str, float]
+    class_names: list[str]
+    confusion_matrix: list[list[int]]
+
+
+def chosen_evaluation(evaluation: EvaluationReport) -> ChosenEvaluation:
+    """The packaged candidate (the report's student) on the test split, beside the teacher it came from."""
+    chosen, teacher = evaluation.student, evaluation.teacher
+    metrics = {
+        name: float(getattr(chosen, name))
+        for name in ("accuracy", "macro_f1", "params", "size_bytes", "latency_ms_p50_b1", "latency_ms_p99_b1")
+    }
+    metrics |= {
+        "throughput_ips_b64": chosen.throughput_ips_b64,
+        "teacher_accuracy": teacher.accuracy,
+        "accuracy_drop_points": 100 * (teacher.accuracy - chosen.accuracy),
+    }
+    names = [str(label) for label in range(len(chosen.confusion_matrix))]  # datasets carry class indices
+    return ChosenEvaluation(metrics, names, chosen.confusion_matrix)
+
+
 def record_run(
     cfg: SlipwayConfig,
     run_id: str,
@@ -90,8 +126,9 @@ def record_run(
     report: Produced,
     selection: Produced,
     confusion_matrix: Produced,
-) -> None:
-    """Log the data, training, pruning, quantization and selection outcomes, their files and their lineage.
+) -> ChosenEvaluation:
+    """Log the data, training, pruning, quantization and selection outcomes, their files and their lineage;
+    returns the chosen candidate's numbers and confusion matrix for the pipeline UI.
 
     `models` maps a role (teacher, student, pruned) to its checkpoint; `quantized` a precision to its ONNX.
     """
@@ -155,6 +192,9 @@ def record_run(
     registry.log_artifact(reg, run_id, report.path, "evaluation", "report.json")
     registry.log_artifact(reg, run_id, selection.path, "evaluation", "selection.json")
     registry.log_artifact(reg, run_id, confusion_matrix.path, "evaluation", "confusion_matrix.png")
+    if evaluation.fairness is not None:
+        record_fairness(cfg, run_id, evaluation.fairness)
     inputs = {"dataset": dataset, **models, **quantized, "report": report}
     record_lineage(cfg, run_id, inputs)
     log.info("recorded %s into MLflow run %s", ", ".join(inputs), run_id)
+    return chosen_evaluation(evaluation)

@@ -55,7 +55,13 @@ def gate_candidate(
         metrics |= {f"gate.champion_{split}_accuracy": acc for split, acc in measured.champion.items()}
         registry.log_metrics(cfg.registry, run_id, metrics)
     decision = decide(
-        report.student, report.teacher, cfg.gate, champion, report.dataset_fingerprint, measured
+        report.student,
+        report.teacher,
+        cfg.gate,
+        champion,
+        report.dataset_fingerprint,
+        measured,
+        report.fairness,
     )
     decision_path.write_text(decision.model_dump_json(indent=2))
     registry.set_tags(
@@ -112,11 +118,12 @@ def drift_reference(student_onnx: Path, reference: Path, output: Path) -> int:
 
     with np.load(reference, allow_pickle=False) as ref:
         x, y = ref["x"], ref["y"]
+        groups = {k: ref[k] for k in ref.files if k.startswith(data_lib.GROUP_PREFIX)}  # for sliced drift
     logits = onnx_predict(ort_session(student_onnx), x).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     with open(output, "wb") as fh:
-        np.savez(fh, x=x, y=y, probs=probs.astype(np.float32))
+        np.savez(fh, x=x, y=y, probs=probs.astype(np.float32), **groups)
     return len(x)
 
 

@@ -144,6 +144,7 @@ def submit_to_kubeflow(
         service_account=cfg.cluster.service_account,
         host=cfg.monitor.kfp_host,
         arguments=arguments,
+        inline=True,  # the monitor's service account may create runs, not upload pipelines
     )
     return {"status": "submitted", "run": run.run_id}
 

@@ -25,7 +25,8 @@ from slipway.core.config import SlipwayConfig, to_parameter, validate_config
 STEP_SLICES: dict[str, tuple[str, ...]] = {
     "data": ("seed", "data"),
     "teacher": ("name", "seed", "teacher", "train"),
-    "student": ("name", "seed", "student", "distill"),
+    # The search (compress.search) distils and measures candidates: it reads evaluate and export too.
+    "student": ("name", "seed", "student", "distill", "compress.search", "evaluate", "export"),
     "export": ("export",),
     "prune": ("seed", "compress.prune", "distill.checkpoint_dir"),
     "quantize": ("seed", "compress.quantize", "export.parity_samples", "evaluate.threads"),
