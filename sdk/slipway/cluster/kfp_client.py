@@ -364,12 +364,9 @@ def _kfp_cron(cron: str) -> str:
 
 def _fetch_run(conn: Connection, run_id: str, retry_until: float | None = None) -> RunInfo:
     with _api(conn.host, f"run {run_id}"):
-        if retry_until is None:
-            run = conn.client.get_run(run_id)
-        else:
-            run = call_with_retries(
-                lambda: conn.client.get_run(run_id), what=f"polling run {run_id}", deadline=retry_until
-            )
+        run = call_with_retries(
+            lambda: conn.client.get_run(run_id), what=f"polling run {run_id}", deadline=retry_until
+        )
     return _run_info(conn, run)
 
 

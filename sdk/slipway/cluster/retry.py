@@ -99,7 +99,7 @@ def call_with_retries(
     call: Callable[[], T],
     *,
     what: str,
-    deadline: float,
+    deadline: float | None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     first_backoff_s: float | None = None,
@@ -107,8 +107,10 @@ def call_with_retries(
     """`call()`, retried on transient errors with exponential backoff and jitter until `deadline` (on `clock`).
 
     Each retry is logged at WARNING with the attempt and the error; the last error is re-raised unchanged, so
-    callers keep mapping API errors to messages as before.
+    callers keep mapping API errors to messages as before. With no deadline, `call()` runs once, unretried.
     """
+    if deadline is None:
+        return call()
     import tenacity
 
     first = backoff_s() if first_backoff_s is None else first_backoff_s

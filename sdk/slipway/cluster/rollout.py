@@ -333,8 +333,6 @@ class Rollout:
             )
 
         try:
-            if retry_until is None:
-                return call()
             return call_with_retries(
                 call,
                 what=f"{action} InferenceService {namespace}/{name}",

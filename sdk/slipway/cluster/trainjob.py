@@ -473,8 +473,6 @@ class TrainingJobClient:
             return obj
 
         try:
-            if retry_until is None:
-                return read()
             return call_with_retries(
                 read,
                 what=f"reading {engine} {namespace}/{name}",
