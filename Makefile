@@ -85,6 +85,8 @@ check: install-dev
 bench: install
 	$(PY) -m benchmarks.compression --output docs
 	$(PY) -m benchmarks.aoti --output docs
+	$(PY) -m benchmarks.explain --output docs
+	$(PY) -m benchmarks.search --output docs
 
 clean:
 	rm -rf $(VENV) .tools runs

@@ -380,6 +380,8 @@ QUICK = [
     "evaluate.throughput_iterations=3",
     "evaluate.repeats=2",
     "compress.search.enabled=false",  # the loop's cost is measured apart from the search (docs/optimization.md)
+    "explain.samples=24",  # and apart from the explanations (benchmarks/explain.py): every method still runs
+    "explain.steps=8",
 ]
 
 

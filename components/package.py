@@ -1,8 +1,8 @@
-"""Component: write the Triton model repository for the student and the drift reference with the packaged
-model's probabilities; both are logged with the registered version."""
+"""Component: write the Triton model repository for the student (with its model card and PyTorch checkpoint) and
+the drift reference with the packaged model's probabilities; both are logged with the registered version."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from slipway.core.images import CPU_IMAGE
 
@@ -13,6 +13,8 @@ def package_triton(
     run_id: str,
     version: str,
     student_onnx: Input[Model],
+    checkpoint: Input[Model],
+    model_card: Input[Artifact],
     reference: Input[Dataset],
     model_repository: Output[Model],
     drift_reference: Output[Dataset],
@@ -29,6 +31,8 @@ def package_triton(
         Path(reference.path),
         Path(model_repository.path),
         Path(drift_reference.path),
+        model_card=Path(model_card.path),
+        checkpoint=Path(checkpoint.path),
     )
     model_repository.metadata.update({"format": "triton-model-repository", "model": model_dir.name})
     drift_reference.metadata.update(

@@ -1,7 +1,7 @@
-"""Component: register the student in MLflow as a new version with alias `challenger`."""
+"""Component: register the student in MLflow as a new version with alias `challenger`, and its model card."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from slipway.core.images import CPU_IMAGE
 
@@ -12,11 +12,15 @@ def register(
     run_id: str,
     student_onnx: Input[Model],
     checkpoint: Input[Model],
+    teacher: Input[Model],
     dataset: Input[Dataset],
     report: Input[Artifact],
+    selection_report: Input[Artifact],
+    explanation: Input[Artifact],
     decision: Input[Artifact],
+    model_card: Output[Artifact],
 ) -> str:
-    """Returns the registered model version."""
+    """Returns the registered model version; `model_card` is a folder (model_card.md, .html, .json)."""
     from pathlib import Path
 
     from slipway import steps
@@ -29,5 +33,10 @@ def register(
         Path(dataset.path),
         Path(report.path),
         Path(decision.path),
+        selection_path=Path(selection_report.path),
+        explanation_dir=Path(explanation.path),
+        teacher_path=Path(teacher.path),
+        card_dir=Path(model_card.path),
     )
+    model_card.metadata.update({"model": version.model_name, "version": version.version})
     return version.version

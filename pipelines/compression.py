@@ -1,11 +1,13 @@
 """The stage the quickstart and optimize pipelines share: prune -> ONNX -> INT8/FP16 -> select the fastest format
-within the accuracy budget -> record -> gate -> register. A plain function that adds tasks to the pipeline calling it."""
+within the accuracy budget -> explain -> record -> gate -> register (with the version's model card). A plain
+function that adds tasks to the pipeline calling it."""
 
 from dataclasses import dataclass
 from typing import Any
 
 from kfp import dsl
 
+from slipway.components.explain import explain_models
 from slipway.components.export import export_onnx
 from slipway.components.gate import gate
 from slipway.components.prune import prune
@@ -22,6 +24,7 @@ class CompressionStage:
     pruned_onnx: dsl.PipelineTask
     quantized: dsl.PipelineTask
     selection: dsl.PipelineTask
+    explained: dsl.PipelineTask
     recorded: dsl.PipelineTask
     decision: dsl.PipelineTask
     registered: dsl.PipelineTask
@@ -71,6 +74,15 @@ def compress_select_register(
         fp16_onnx=quantized.outputs["fp16_model"],
     ).set_display_name("select-format")
     configure_task(selection, "cpu", cluster)
+    # Teacher and chosen student explained side by side; it logs into this run's MLflow run: never cached.
+    explained = explain_models(
+        config=config,
+        run_id=run_id,
+        dataset=dataset,
+        teacher=teacher,
+        student=selection.outputs["checkpoint"],
+    ).set_display_name("explain")
+    configure_task(explained, "side_effects", cluster)
     recorded = record_run(
         config=config,
         run_id=run_id,
@@ -99,9 +111,12 @@ def compress_select_register(
         run_id=run_id,
         student_onnx=selection.outputs["chosen_model"],
         checkpoint=selection.outputs["checkpoint"],
+        teacher=teacher,
         dataset=dataset,
         report=selection.outputs["report"],
+        selection_report=selection.outputs["selection_report"],
+        explanation=explained.outputs["explanation"],
         decision=decision.outputs["decision"],
     ).set_display_name(register_name)
     configure_task(registered, "side_effects", cluster)
-    return CompressionStage(pruned_onnx, quantized, selection, recorded, decision, registered)
+    return CompressionStage(pruned_onnx, quantized, selection, explained, recorded, decision, registered)

@@ -1,6 +1,6 @@
-"""The quickstart pipeline: data -> teacher -> student (found by the compression search) -> prune -> ONNX -> INT8/FP16 -> select -> record -> gate
--> register -> Triton -> deploy. The packaged and registered model is the fastest candidate format within the
-accuracy budget.
+"""The quickstart pipeline: data -> teacher -> student (found by the compression search) -> prune -> ONNX -> INT8/FP16
+-> select -> explain -> record -> gate -> register (with a model card) -> Triton -> deploy. The packaged and
+registered model is the fastest candidate format within the accuracy budget.
 
 `config` is the full configuration; the typed parameters after `run_key` override its keys of the same meaning
 (see slipway.core.run_parameters). Each cached step receives only its slice of the config from `start`.
@@ -102,6 +102,8 @@ def quickstart(
             run_id=run_id,
             version=version,
             student_onnx=chosen_onnx,
+            checkpoint=stage.selection.outputs["checkpoint"],
+            model_card=stage.registered.outputs["model_card"],
             reference=data.outputs["reference"],
         ).set_display_name("package-triton")
         configure_task(packaged, "side_effects", cluster)

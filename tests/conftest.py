@@ -32,6 +32,9 @@ FAST = [
     "data.reference_samples=100",
     "compress.prune.finetune.epochs=2",
     "compress.search.enabled=false",  # on in the preset; tests/unit/test_search.py and the search tests run it
+    "explain.samples=24",  # every method still runs; tests/unit/test_explain.py checks the numbers
+    "explain.steps=8",
+    "explain.examples=1",
 ]
 
 

@@ -38,6 +38,9 @@ ONNX_FILE = "model.onnx"  # mlflow.onnx's data file inside a logged model
 CHECKPOINT_DIR = "checkpoint"  # run folder holding the PyTorch parent of the registered ONNX
 CHECKPOINT_FILE = "model.pt"
 MODEL_REPOSITORY_ARTIFACT = "triton_model_repository"
+MODEL_CARD_ARTIFACT = "model_card"  # run folder holding the version's model card (md, html, json)
+MODEL_CARD_TAG = "slipway.model_card"  # version tag: the card folder's artifact URI
+MODEL_CARD_SHA256_TAG = "slipway.model_card_sha256"  # version tag: directory_sha256 of that folder
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
@@ -319,6 +322,12 @@ def log_checkpoint(cfg: RegistryConfig, run_id: str, version: str | None, checkp
     return digest
 
 
+def checkpoint_sha256(cfg: RegistryConfig, version: str) -> str:
+    """The digest of the PyTorch checkpoint registered with a version (what package checks before it ships it)."""
+    mv = _model_version(cfg, cfg.model_name, version=version)
+    return _required_tag(mv, CHECKPOINT_SHA256_TAG, "it predates checkpoint digests")
+
+
 def download_checkpoint(
     cfg: RegistryConfig,
     name: str,
@@ -374,19 +383,81 @@ def log_model_repository(cfg: RegistryConfig, version: str, repo_dir: str | Path
 def download_model_repository(cfg: RegistryConfig, version: str, dst_dir: str | Path) -> Path:
     """Download the Triton model repository logged with a version; returned only if its directory digest
     equals the version's tag (a changed or partial download is deleted and refused)."""
-    import shutil
-
     mv = _model_version(cfg, cfg.model_name, version=version)
     why = "it was registered without a packaged repository (the package step logs it)"
     uri = _required_tag(mv, MODEL_REPOSITORY_TAG, why)
     expected = _required_tag(mv, MODEL_REPOSITORY_SHA256_TAG, why)
+    where = f"{cfg.model_name} v{mv.version}"
+    return _download_folder(
+        cfg, uri, dst_dir, expected, MODEL_REPOSITORY_SHA256_TAG, where, "model repository"
+    )
+
+
+def log_model_card(cfg: RegistryConfig, run_id: str, version: str, card_dir: str | Path) -> str:
+    """Log the card folder as `model_card/` in the version's run; tag the version with its URI and digest.
+
+    Returns the digest (directory_sha256 of the folder), which package checks before it copies the card.
+    """
+    card = Path(card_dir)
+    if not card.is_dir():
+        raise NotFoundError(f"{card}: no such model card folder")
+    mv = _model_version(cfg, cfg.model_name, version=version)
+    if mv.run_id != run_id:
+        raise RegistryError(f"{cfg.model_name} v{version} belongs to run {mv.run_id}, not {run_id}")
+    digest = directory_sha256(card)
+    client = mlflow_client(cfg)
+    client.log_artifacts(run_id, str(card), MODEL_CARD_ARTIFACT)
+    artifact_uri = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_CARD_ARTIFACT}"
+    client.set_model_version_tag(cfg.model_name, str(mv.version), MODEL_CARD_TAG, artifact_uri)
+    client.set_model_version_tag(cfg.model_name, str(mv.version), MODEL_CARD_SHA256_TAG, digest)
+    return digest
+
+
+def model_card_sha256(cfg: RegistryConfig, version: str) -> str:
+    """The digest of the card logged with a version; NotFoundError for a version registered without one."""
+    return _card_tags(_model_version(cfg, cfg.model_name, version=version))[1]
+
+
+def download_model_card(cfg: RegistryConfig, version: str, dst_dir: str | Path) -> Path:
+    """Download the card folder logged with a version, returned only if its digest equals the version's tag;
+    NotFoundError for an unknown model or version, or one registered before cards existed."""
+    mv = _model_version(cfg, cfg.model_name, version=version)
+    uri, expected = _card_tags(mv)
+    return _download_folder(
+        cfg, uri, dst_dir, expected, MODEL_CARD_SHA256_TAG, f"{mv.name} v{mv.version}", "model card"
+    )
+
+
+def _card_tags(mv: Any) -> tuple[str, str]:
+    """(URI, digest) of a version's card; NotFoundError when it has none."""
+    tags = mv.tags or {}
+    if not tags.get(MODEL_CARD_TAG) or not tags.get(MODEL_CARD_SHA256_TAG):
+        raise NotFoundError(
+            f"{mv.name} v{mv.version} has no model card: it was registered before Slipway wrote model cards "
+            "(register it again with a current Slipway to get one)"
+        )
+    return str(tags[MODEL_CARD_TAG]), str(tags[MODEL_CARD_SHA256_TAG])
+
+
+def registered_at(cfg: RegistryConfig, version: str) -> str:
+    """When MLflow registered the version: UTC, ISO 8601 to the second."""
+    from datetime import UTC, datetime
+
+    mv = _model_version(cfg, cfg.model_name, version=version)
+    return datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _download_folder(
+    cfg: RegistryConfig, uri: str, dst_dir: str | Path, expected: str, tag: str, where: str, what: str
+) -> Path:
+    """Download a logged folder, returned only if its directory_sha256 equals `expected` (else deleted)."""
     path = _download(cfg, uri, dst_dir)
     actual = directory_sha256(path)
     if actual != expected:
         shutil.rmtree(path, ignore_errors=True)
         raise RegistryError(
-            f"{cfg.model_name} v{mv.version}: the downloaded model repository has digest {actual}, but its "
-            f"{MODEL_REPOSITORY_SHA256_TAG} tag expects {expected}; it was deleted and refused"
+            f"{where}: the downloaded {what} has digest {actual}, but its {tag} tag expects {expected}; "
+            "it was deleted and refused"
         )
     return path
 

@@ -167,5 +167,8 @@ def pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], list[d
     elif kind == "InferenceService":
         predictor = obj["spec"]["predictor"]
         yield f"InferenceService {name}", predictor, [predictor["model"], *predictor.get("containers", [])]
+        explainer = obj["spec"].get("explainer")
+        if explainer is not None:
+            yield f"InferenceService {name} explainer", explainer, explainer["containers"]
     elif kind == "ClusterServingRuntime":
         yield f"ClusterServingRuntime {name}", obj["spec"], obj["spec"]["containers"]

@@ -125,16 +125,21 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
         config=config, run_id=run_id, report=report, dataset=dataset, chosen_model=chosen, decision=decision
     )
     assert passed == decision.metadata["passed"] and decision.metadata["reasons"]
+    card = a(dsl.Artifact, "model-card")
     version = register.python_func(
         config=config,
         run_id=run_id,
         student_onnx=chosen,
         checkpoint=checkpoint,
+        teacher=teacher,
         dataset=dataset,
         report=report,
+        selection_report=selection,
+        explanation=a(dsl.Artifact, "explanation"),  # not run here: the card says "not computed"
         decision=decision,
+        model_card=card,
     )
-    assert version == "1"
+    assert version == "1" and card.metadata["version"] == "1"
     # The registered model carries its signature: the ONNX graph's input and output tensors.
     from urllib.parse import urlparse
 
@@ -157,11 +162,14 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
         run_id=run_id,
         version=version,
         student_onnx=chosen,
+        checkpoint=checkpoint,
+        model_card=card,
         reference=reference,
         model_repository=repo,
         drift_reference=drift_reference,
     )
     assert read_model_config(Path(repo.path) / "slipway-quickstart").max_batch_size == 64
+    assert (Path(repo.path) / "slipway-quickstart" / "1" / "model_card.md").is_file()
     with np.load(drift_reference.path) as ref:
         assert ref["probs"].shape == (len(ref["x"]), 10)  # the packaged model's outputs: output drift is on
     with np.load(reference.path) as ref:

@@ -58,6 +58,8 @@ def test_readme_example_succeeds_with_typed_kwargs_and_serves(first_and_second) 
     )  # the step served the repository and smoke-tested it
     repo = Path(run["model_repository"])
     assert [list(t.dims) for t in read_model_config(repo / "my-model").input] == [[1, LENGTH]]
+    card = (repo / "my-model" / "1" / "model_card.md").read_text()  # the version's card (docs/model-card.md)
+    assert f"| MLflow run | {run['mlflow_run_id']} |" in card and f"{run['student']['accuracy']:.4f}" in card
     # The drift reference carries the packaged model's probabilities: output drift is compared by default.
     with np.load(project / "runs/mine/reference.npz") as ref:
         assert ref["probs"].shape == (len(ref["x"]), CLASSES)

@@ -493,3 +493,37 @@ def test_analysis_settings_are_validated_and_default_from_deploy_config() -> Non
     for key in ("analysis_s", "analysis_interval_s", "failure_threshold"):
         assert getattr(deploy_cfg, key) == getattr(settings, key), key
     assert (settings.analysis_interval_s, settings.failure_threshold) == (30.0, 2)
+
+
+def test_explainer_follows_the_predictor_on_deploy_and_on_rollback(
+    api: k8s.CustomObjectsApi, double: KServeDouble
+) -> None:
+    from slipway.cluster.kserve import STORAGE_URI_ENV, ExplainerSettings
+
+    def body(uri: str) -> dict:
+        return build_inference_service(
+            NAME, NS, uri, "onnx", canary_traffic_percent=10, explainer=ExplainerSettings()
+        )
+
+    def explainer_uri() -> str:
+        env = double.stored(NS, NAME)["spec"]["explainer"]["containers"][0]["env"]
+        return next(e["value"] for e in env if e["name"] == STORAGE_URI_ENV)
+
+    ro = _rollout(api, double)
+    assert ro.deploy(body(V1)).outcome == "created"
+    assert explainer_uri() == V1
+    assert ro.deploy(body(V2), wait=False).outcome == "canary"
+    assert explainer_uri() == V2  # the explainer reads the new version's checkpoint with the canary
+    assert ro.rollback(NAME, NS, wait=False).outcome == "rolled_back"
+    assert explainer_uri() == V1  # and goes back with the predictor
+    assert double.stored(NS, NAME)["spec"]["predictor"]["model"]["storageUri"] == V1
+
+
+def test_a_body_without_an_explainer_removes_it(api: k8s.CustomObjectsApi, double: KServeDouble) -> None:
+    from slipway.cluster.kserve import ExplainerSettings
+
+    ro = _rollout(api, double)
+    with_explainer = build_inference_service(NAME, NS, V1, "onnx", explainer=ExplainerSettings())
+    assert ro.deploy(with_explainer).outcome == "created"
+    assert ro.deploy(_body(V2, percent=None), wait=False).outcome == "updated"
+    assert "explainer" not in double.stored(NS, NAME)["spec"]

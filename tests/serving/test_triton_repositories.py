@@ -558,3 +558,44 @@ def test_perf_analyzer_default_random_input(triton_repo: Path, protocol: str) ->
     assert code != 0 and "model 'wide_guarded' input 'x':" in output and "NaN or Inf value(s)" in output, (
         output
     )
+
+
+# --- Triton's checksum repository agent: run before every load; any other agent is refused ---------------------
+
+
+def _agent(name: str, parameters: dict[str, str]) -> str:
+    params = " ".join(f'parameters {{ key: "{k}" value: "{v}" }}' for k, v in parameters.items())
+    return f'model_repository_agents {{ agents [ {{ name: "{name}" {params} }} ] }}\n'
+
+
+def test_checksum_agent_guards_every_load_through_the_load_api(tmp_path: Path) -> None:
+    """Triton's checksum agent: a right MD5 loads; after the file changes, a load (HTTP and gRPC) is refused
+    naming the file while the loaded version keeps serving; an unknown agent or algorithm is a 400 naming it."""
+    import hashlib
+
+    repo = tmp_path / "repo"
+    folder = model_folder(repo, "batched", BATCHED, {"1/model.onnx": (["batch", 4], 2.0)})
+    md5 = hashlib.md5((folder / "1" / "model.onnx").read_bytes(), usedforsecurity=False).hexdigest()
+    config = folder / "config.pbtxt"
+    config.write_text(BATCHED + _agent("checksum", {"MD5:1/model.onnx": md5}))
+    with start_server(repo, model_control_mode="explicit", load_models=["batched"]) as server:
+        http = triton_http.InferenceServerClient(server.url.removeprefix("http://"))
+        grpc = triton_grpc.InferenceServerClient(server.grpc_url)
+        assert http.is_model_ready("batched")
+        scale_graph(folder / "1" / "model.onnx", ["batch", 4], 3.0)  # changed after the checksum was taken
+        # Triton answers a failed load with 400 / INVALID_ARGUMENT; the loaded version keeps serving.
+        for client, status in ((http, "400"), (grpc, "StatusCode.INVALID_ARGUMENT")):
+            with pytest.raises(InferenceServerException) as err:
+                client.load_model("batched")
+            assert "1/model.onnx has MD5" in err.value.message() and f"expected {md5}" in err.value.message()
+            assert err.value.status() == status
+        assert http.is_model_ready("batched")
+        for text, named in (
+            (BATCHED + _agent("decrypt", {"key": "k"}), "agent 'decrypt' is not supported"),
+            (BATCHED + _agent("checksum", {"SHA1:1/model.onnx": md5}), "expected MD5:<file"),
+        ):
+            config.write_text(text)
+            with pytest.raises(InferenceServerException) as err:
+                http.load_model("batched")
+            assert err.value.status() == "400" and named in err.value.message(), err.value.message()
+        assert http.is_server_live()

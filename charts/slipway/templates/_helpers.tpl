@@ -130,3 +130,19 @@ configMap:
 {{- end -}}
 {{- concat $hosts $.Values.mlflow.allowedHosts | join "," -}}
 {{- end -}}
+
+{{/* The explainer's command: `slipway serve` over the repository KServe's storage initializer puts in /mnt/models,
+HTTP on 8080 (KServe's port for a custom explainer), every model file's digest checked. Kept equal to
+slipway.cluster.kserve.explainer_command by tests/charts/test_explainer.py. */}}
+{{- define "slipway.explainerCommand" -}}
+- slipway
+- serve
+- /mnt/models
+- --host
+- 0.0.0.0
+- --http-port
+- "8080"
+- --allow-metrics
+- "false"
+- --require-digest
+{{- end -}}

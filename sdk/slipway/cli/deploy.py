@@ -230,6 +230,11 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
 )
 @click.option("--on-inconclusive", type=click.Choice(["hold", "rollback", "promote"]), default="hold")
 @click.option("--smoke-url", help="URL for the smoke test instead of the revision's tagged URL")
+@click.option(
+    "--explainer",
+    is_flag=True,
+    help="add a KServe explainer (slipway serve on the CPU image) answering /v1/models/MODEL:explain; ONNX only",
+)
 @click.option("--wait/--no-wait", default=True, show_default=True)
 def deploy(**opts: Any) -> None:
     """Deploy a Triton model repository to KServe as a canary, then promote or roll it back.
@@ -239,7 +244,7 @@ def deploy(**opts: Any) -> None:
     held (no check could judge it: decide with `slipway rollout promote|rollback`)."""
     from pydantic import ValidationError
 
-    from slipway.cluster.kserve import ResourceSettings, build_inference_service
+    from slipway.cluster.kserve import ExplainerSettings, ResourceSettings, build_inference_service
     from slipway.cluster.kube import custom_objects_api
     from slipway.cluster.prometheus import QUERIES, PrometheusClient
     from slipway.cluster.rollout import Rollout, RolloutSettings
@@ -261,6 +266,7 @@ def deploy(**opts: Any) -> None:
             service_account=opts["service_account"],
             deployment_mode=opts["deployment_mode"],
             artifact=_load_artifact(opts["artifact_metadata"]),
+            explainer=ExplainerSettings() if opts["explainer"] else None,
         )
         settings = RolloutSettings(
             ready_timeout_s=opts["timeout_s"],

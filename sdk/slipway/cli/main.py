@@ -162,6 +162,16 @@ LAZY_COMMANDS = {
         "Capture inference payloads and watch them for drift.",
     ),
     "drift": ("slipway.cli.monitor", "drift_group", "Offline drift reports."),
+    "card": (
+        "slipway.cli.card",
+        "card",
+        "Print the model card of MODEL at VERSION (a number, or an alias such as champion).",
+    ),
+    "explain": (
+        "slipway.cli.explain",
+        "explain",
+        "Explain a model's predictions for the rows of an NPZ file with Captum, with the sanity check.",
+    ),
     "experiment": (
         "slipway.cli.experiment",
         "experiment_group",

@@ -22,7 +22,18 @@ log = logging.getLogger(__name__)
 @click.command("serve")
 @click.argument("repo", type=click.Path(exists=True, file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="bind address (0.0.0.0 exposes it)")
-@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+# --http_port, --model_name, --predictor_host, --workers: what KServe appends to a custom explainer's args (the
+# chart's explainer runs this command; docs/cluster.md); the last three have no effect here.
+@option(
+    "--http-port", default=8000, show_default=True, type=click.IntRange(0, 65535), aliases=["--http_port"]
+)
+@click.option("--model_name", "kserve_model_name", hidden=True, help="KServe explainer argument (ignored)")
+@click.option(
+    "--predictor_host", "kserve_predictor_host", hidden=True, help="KServe explainer argument (ignored)"
+)
+@click.option(
+    "--workers", "kserve_workers", hidden=True, type=int, help="KServe explainer argument (ignored)"
+)
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--allow-metrics",
@@ -127,6 +138,9 @@ def serve(
     http_restricted_api: tuple[str, ...],
     grpc_restricted_protocol: tuple[str, ...],
     require_digest: bool,
+    kserve_model_name: str | None,
+    kserve_predictor_host: str | None,
+    kserve_workers: int | None,
 ) -> None:
     """Serve a Triton model repository (ONNX models) over the v2 protocol, HTTP and gRPC, until Ctrl-C."""
     from slipway.serving import restricted as rs

@@ -7,6 +7,7 @@ fails here, with its path, instead of being silently pruned by the API server's 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 import importlib.util
@@ -52,6 +53,28 @@ STANDARD_MODES = frozenset({"Standard", "RawDeployment"})
 _NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 _QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 
+# KServe's contract for a custom explainer (explainer_custom.go, the explainer reconciler): the first container is
+# renamed kserve-container, its STORAGE_URI env var is downloaded into /mnt/models by the storage initializer, and
+# `--model_name <isvc> --predictor_host <host> --http_port 8080` are appended to its args (`slipway serve` takes them).
+EXPLAINER_CONTAINER = "kserve-container"
+EXPLAINER_PORT = 8080
+STORAGE_URI_ENV = "STORAGE_URI"
+MODEL_MOUNT = "/mnt/models"
+# The chart's podSecurityContext / containerSecurityContext defaults (tests/charts/test_explainer.py keeps them equal).
+POD_SECURITY_CONTEXT: Final = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: Final = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
 
 class StrictSettings(BaseModel):
     """Unknown keys are errors, so a typo in a setting is reported rather than ignored."""
@@ -76,6 +99,32 @@ class ResourceSettings(StrictSettings):
         return {"requests": requests, "limits": limits}
 
 
+def explainer_command() -> list[str]:
+    """`slipway serve` over the repository the storage initializer fills, HTTP on KServe's port, digests required."""
+    return [
+        "slipway", "serve", MODEL_MOUNT, "--host", "0.0.0.0", "--http-port", str(EXPLAINER_PORT),
+        "--allow-metrics", "false", "--require-digest",
+    ]  # fmt: skip
+
+
+class ExplainerSettings(StrictSettings):
+    """KServe's explainer as `slipway serve` on the Slipway CPU image, over the predictor's model repository: it
+    answers `/v1/models/{m}:explain` with the PyTorch checkpoint packaged beside the served version."""
+
+    image: str = Field(default=images.CPU_IMAGE, min_length=1, description="pinned Slipway CPU image")
+    resources: ResourceSettings = Field(default_factory=lambda: ResourceSettings(cpu="1", memory="2Gi"))
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExplainerSettings:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})")
+        if self.resources.gpu:
+            raise ValueError("the explainer runs on CPU (the Slipway CPU image); resources.gpu must be 0")
+        return self
+
+
 class InferenceServiceSettings(StrictSettings):
     """Everything that decides the InferenceService we render; validated when built."""
 
@@ -94,6 +143,7 @@ class InferenceServiceSettings(StrictSettings):
     service_account: str | None = Field(default=None, pattern=_NAME_PATTERN)
     deployment_mode: DeploymentMode = "Knative"
     tensorrt_version: str | None = Field(default=None, description="from the plan's metadata; TensorRT only")
+    explainer: ExplainerSettings | None = Field(default=None, description="None: no explainer")
 
     @model_validator(mode="after")
     def _check(self) -> InferenceServiceSettings:
@@ -108,6 +158,10 @@ class InferenceServiceSettings(StrictSettings):
             )
         if self.logger_url is not None and not re.match(r"^https?://", self.logger_url):
             raise ValueError(f"logger_url {self.logger_url!r} must be an http(s) URL")
+        if self.explainer is not None and self.model_format != "onnx":
+            raise ValueError(
+                f"explainer: slipway serve (the explainer) serves ONNX models; model_format is {self.model_format!r}"
+            )
         return self
 
 
@@ -149,8 +203,13 @@ def build_inference_service(
     service_account: str | None = None,
     deployment_mode: DeploymentMode = "Knative",
     artifact: ModelArtifact | None = None,
+    explainer: ExplainerSettings | None = None,
 ) -> dict[str, Any]:
     """Build and validate an InferenceService dict; raises ConfigError naming the wrong setting."""
+    if explainer is not None and model_format != "onnx":
+        raise ConfigError(
+            f"explainer: slipway serve (the explainer) serves ONNX models; model_format is {model_format!r}"
+        )
     check_tensorrt_compatibility(artifact, model_format)
     try:
         settings = InferenceServiceSettings(
@@ -167,6 +226,7 @@ def build_inference_service(
             service_account=service_account,
             deployment_mode=deployment_mode,
             tensorrt_version=artifact.tensorrt_version if artifact else None,
+            explainer=explainer,
         )
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
@@ -210,8 +270,38 @@ def render_inference_service(settings: InferenceServiceSettings) -> dict[str, An
         },
         "spec": {"predictor": predictor},
     }
+    if settings.explainer is not None:
+        body["spec"]["explainer"] = _render_explainer(settings.explainer, settings)
     validate_inference_service(body)
     return body
+
+
+def _render_explainer(explainer: ExplainerSettings, settings: InferenceServiceSettings) -> dict[str, Any]:
+    """The custom explainer: the chart's `explainer` block (templates/inferenceservice.yaml), field for field."""
+    container = {
+        "name": EXPLAINER_CONTAINER,
+        "image": explainer.image,
+        "command": explainer_command(),
+        "env": [{"name": STORAGE_URI_ENV, "value": settings.storage_uri}, {"name": "HOME", "value": "/tmp"}],
+        "ports": [{"containerPort": EXPLAINER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": EXPLAINER_PORT},
+            "periodSeconds": 10,
+        },
+        "resources": explainer.resources.to_k8s(),
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    spec: dict[str, Any] = {
+        "minReplicas": explainer.min_replicas,
+        "maxReplicas": explainer.max_replicas,
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if settings.service_account is not None:
+        spec["serviceAccountName"] = settings.service_account
+    return spec
 
 
 def _format_validation_error(exc: ValidationError) -> str:

@@ -28,6 +28,7 @@ from slipway.cluster.kserve import (
     KSERVE_PLURAL,
     KSERVE_VERSION,
     PREVIOUS_STORAGE_URI_ANNOTATION,
+    STORAGE_URI_ENV,
     deployment_mode_of,
 )
 from slipway.cluster.kube import api_error
@@ -461,7 +462,12 @@ class Rollout:
         patch["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
         new_predictor = copy.deepcopy(predictor)
         new_predictor["canaryTrafficPercent"] = percent if canary else None  # None deletes (merge patch)
-        patch["spec"] = {"predictor": new_predictor}
+        # The explainer (if any) follows the body: its model repository moves with the predictor's, and a body
+        # without one removes it (None deletes in a merge patch).
+        patch["spec"] = {
+            "predictor": new_predictor,
+            "explainer": copy.deepcopy(body["spec"].get("explainer")),
+        }
         patched = self._patch(name, namespace, patch)
         generation = int(patched["metadata"].get("generation", 0))
         log.info(
@@ -796,7 +802,7 @@ class Rollout:
             )
         pinned = st.canary_in_progress and st.deployment_mode in KNATIVE_MODES
         stable_revision = st.latest_rolledout_revision
-        patch = {
+        patch: dict[str, Any] = {
             "metadata": {
                 "resourceVersion": (current.get("metadata") or {}).get("resourceVersion"),
                 "annotations": {PREVIOUS_STORAGE_URI_ANNOTATION: None},
@@ -808,6 +814,9 @@ class Rollout:
                 }
             },
         }
+        explainer = (current.get("spec") or {}).get("explainer")
+        if explainer:  # it explains what the predictor serves: the same previous model repository
+            patch["spec"]["explainer"] = with_storage_uri(explainer, previous)
         log.warning(
             "rollout.rollback namespace=%s name=%s from=%s to=%s reason=%s",
             namespace,
@@ -837,3 +846,13 @@ class Rollout:
                 name, namespace, generation=generation, what="restored revision Ready", done=lambda s: s.ready
             )
         return RolloutResult("rolled_back", after, message)
+
+
+def with_storage_uri(explainer: dict[str, Any], storage_uri: str) -> dict[str, Any]:
+    """A copy of an explainer spec whose containers download `storage_uri` (KServe's STORAGE_URI env var)."""
+    out = copy.deepcopy(explainer)
+    for container in out.get("containers") or []:
+        for env in container.get("env") or []:
+            if env.get("name") == STORAGE_URI_ENV:
+                env["value"] = storage_uri
+    return out

@@ -187,6 +187,50 @@ class GateConfig(StrictModel):
     )
 
 
+ExplainMethod = Literal["integrated_gradients", "saliency", "occlusion"]
+
+
+class ExplainConfig(StrictModel):
+    """Attributions of teacher and student on the test split after format selection (docs/explanations.md)."""
+
+    enabled: bool = Field(
+        True, description="false: the explain step writes an empty report and the card says so"
+    )
+    methods: list[ExplainMethod] = Field(
+        default_factory=lambda: list(get_args(ExplainMethod)),
+        min_length=1,
+        description="Captum methods; the first is the one compared between teacher and student",
+    )
+    samples: int = Field(
+        200, ge=1, le=100_000, description="test rows explained (a stratified, seeded sample)"
+    )
+    steps: int = Field(32, ge=2, le=1024, description="Integrated Gradients steps")
+    examples: int = Field(
+        3, ge=0, le=50, description="most and least confident test examples shown, each side"
+    )
+    sanity_max_correlation: float = Field(
+        0.5,
+        ge=-1,
+        le=1,
+        description="the sanity check fails when the attributions of the weight-randomized model keep a rank "
+        "correlation above this with the trained model's (Adebayo et al. 2018)",
+    )
+
+
+class ModelCardConfig(StrictModel):
+    """The user-editable text of the model card written for every registered version (docs/model-card.md)."""
+
+    intended_use: str = Field(
+        "Classifying inputs like those of the training data; a compressed student of the teacher trained here.",
+        description="what the model is for and who should use it",
+    )
+    limitations: str = Field(
+        "Only evaluated on the held-out split of the training data; accuracy on other populations is unknown.",
+        description="known limits, out-of-scope uses and caveats",
+    )
+    owners: list[str] = Field(default_factory=list, description="people or teams to contact")
+
+
 class RegistryConfig(StrictModel):
     tracking_uri: str | None = Field(
         None, description="None: $MLFLOW_TRACKING_URI, else SQLite in the output"
@@ -365,6 +409,11 @@ class DeployConfig(StrictModel):
     logger_url: str | None = Field(None, description="payload logger sink: the drift monitor's /events")
     prometheus_url: str | None = Field(None, description="for the canary's error-rate and p99 analysis")
     service_account: str | None = None
+    explainer: bool = Field(
+        False,
+        description="kserve target: add an explainer (slipway serve on the CPU image) answering "
+        "/v1/models/MODEL:explain with the version's PyTorch checkpoint; ONNX only",
+    )
     ready_timeout_s: float = Field(600.0, gt=0)
     analysis_s: float = Field(
         300.0, ge=0, description="analysis window: the canary must pass checks this long to be promoted"
@@ -446,6 +495,8 @@ class SlipwayConfig(StrictModel):
     export: ExportConfig = Field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    card: ModelCardConfig = Field(default_factory=ModelCardConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     triton: TritonConfig = Field(default_factory=TritonConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)

@@ -4,12 +4,14 @@ Binary inputs are numpy views over the request body (`frombuffer`); binary outpu
 so no tensor is converted element by element. Every error is JSON `{"error": msg}` with the status of its
 `SlipwayError` class; anything unexpected is a logged 500 that never takes the server down.
 
-`/v2/models/{m}/experiment[/stop]` are a Slipway extension (A/B experiments; no Triton or KServe equivalent).
+`/v2/models/{m}/experiment[/stop]` are a Slipway extension (A/B experiments; no Triton or KServe equivalent), and
+so are `/v2/models/{m}/explain` (with KServe's explainer path `/v1/models/{m}:explain`) and `/v2/models/{m}/card`
+(serving/explainer.py).
 
 Each route belongs to one of Triton's restricted-API groups (`--http-restricted-api`, serving/restricted.py): a
 restricted group answers 403 unless the request carries its header, before the body is read. The experiment
-routes belong to `model-repository` (they load and swap versions); `/metrics` belongs to none and stays open,
-as Triton's metrics port does.
+routes belong to `model-repository` (they load and swap versions), explain to `inference` (it runs the model), the
+card to `metadata`; `/metrics` belongs to none and stays open, as Triton's metrics port does.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ from starlette.routing import Route
 from slipway.core.errors import InvalidInputError, SlipwayError
 from slipway.serving.datatypes import NUMPY_TO_V2
 from slipway.serving.experiment import KEY_HEADER, KEY_PARAMETER, Assignment
+from slipway.serving.explainer import (
+    ATTRIBUTIONS,
+    TARGET,
+    default_target,
+    explained_input,
+    parse_parameters,
+    read_card,
+)
 from slipway.serving.http_body import HEADER_LENGTH, json_header_size, read_limited_body
 from slipway.serving.loader import LoadedModel
 from slipway.serving.restricted import Restriction
@@ -166,6 +176,7 @@ def _infer_response(
     binary: set[str],
     results: dict[str, np.ndarray],
     assignment: Assignment | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> Response:
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
@@ -186,6 +197,8 @@ def _infer_response(
     payload: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
     if assignment is not None:
         payload["parameters"] = assignment.parameters()
+    if parameters:
+        payload["parameters"] = {**payload.get("parameters", {}), **parameters}
     if isinstance(request.get("id"), str):
         payload["id"] = request["id"]
     header = json.dumps(payload, separators=(",", ":")).encode()
@@ -348,6 +361,37 @@ def build_app(service: InferenceCore) -> Starlette:
             if assignment is not None:
                 service.record_assignment(assignment, seconds, status)
 
+    async def explain(request: Request) -> Response:
+        """An inference request answered with the prediction plus `attributions` and `target` (explainer.py)."""
+        body = await read_limited_body(request, limit)
+        model = service.model(request.path_params["model"], version(request))  # unknown: 404
+        payload, binary = _split_request(body, request.headers.get(HEADER_LENGTH))
+        arrays = decode_inputs(model, _request_tensors(payload, binary))
+        x = explained_input(model, arrays)
+        params = parse_parameters(_params(payload, "request"), len(x))
+        timeout = _timeout_s(payload)
+        request_id = payload.get("id")
+        prediction = await service.infer(
+            model, arrays, timeout, request_id if isinstance(request_id, str) else ""
+        )
+        target = params.target if params.target is not None else default_target(prediction, len(x))
+        limit_s = service.options.timeout_s if timeout is None else min(timeout, service.options.timeout_s)
+        attributions, target = await service.explainer.explain(
+            model, service.version_dir(model), x, params, target, limit_s
+        )
+        results = {**prediction, ATTRIBUTIONS: attributions, TARGET: target}
+        names = list(results)
+        binary_out = set(names) if _params(payload, "request").get("binary_data_output") else set()
+        return _infer_response(
+            model, payload, names, binary_out, results, parameters=params.response_parameters()
+        )
+
+    async def model_card(request: Request) -> Response:
+        model = service.model(request.path_params["model"], version(request))
+        where = f"{model.name} version {model.version}"
+        data, media_type = read_card(service.version_dir(model), request.headers.get("accept"), where)
+        return Response(data, 200, media_type=media_type)
+
     model_paths = ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"]
     # (path, handler, method, Triton's restricted-API group; None: never restricted)
     table: list[tuple[str, Handler, str, str | None]] = [
@@ -363,6 +407,8 @@ def build_app(service: InferenceCore) -> Starlette:
         ("/v2/models/{model}/experiment", start_experiment, "POST", "model-repository"),
         ("/v2/models/{model}/experiment", experiment_status, "GET", "model-repository"),
         ("/v2/models/{model}/experiment/stop", stop_experiment, "POST", "model-repository"),
+        # Slipway extensions: explanations (and KServe's explainer path) and model cards; HTTP only.
+        ("/v1/models/{model}:explain", explain, "POST", "inference"),
     ]
     for base in model_paths:
         table += [
@@ -371,6 +417,8 @@ def build_app(service: InferenceCore) -> Starlette:
             (base + "/infer", infer, "POST", "inference"),
             (base + "/config", model_config, "GET", "model-config"),
             (base + "/stats", model_stats, "GET", "statistics"),
+            (base + "/explain", explain, "POST", "inference"),
+            (base + "/card", model_card, "GET", "metadata"),
         ]
     routes = [
         Route(path, guarded(handler, group), methods=[method]) for path, handler, method, group in table

@@ -67,17 +67,18 @@ _UNSUPPORTED_TENSOR_FIELDS = {
     "is_shape_tensor": "shape tensors (TensorRT only)",
     "is_non_linear_format_io": "non-linear I/O formats (TensorRT only)",
 }
-# Accepted and without effect here (Triton uses them for GPUs, caching, warm-up, repository agents such as its
-# checksum agent, metric labels): logged at load.
+# Accepted and without effect here (Triton uses them for GPUs, caching, warm-up, metric labels): logged at load.
 _IGNORED_FIELDS = (
     "optimization",
     "cc_model_filenames",
     "model_warmup",
     "response_cache",
     "model_metrics",
-    "model_repository_agents",
     "metric_tags",
 )
+# Of Triton's repository agents only its checksum agent runs here (triton-inference-server/checksum_repository_agent:
+# parameters `MD5:<file relative to the model folder>` = hex digest, checked before every load); others are refused.
+CHECKSUM_AGENT = "checksum"
 # dynamic_batching's queue: the batcher (serving/batcher.py) honours preserve_ordering and, of
 # default_queue_policy, max_queue_size and default_timeout_microseconds with timeout_action REJECT. It keeps one
 # FIFO queue per model, so these are refused at load:
@@ -233,8 +234,35 @@ def read_serving_config(model_dir: str | Path) -> mc.ModelConfig:
     if config.max_batch_size < 0:
         raise TritonConfigError(f"{path}: max_batch_size {config.max_batch_size} must be >= 0")
     _refuse_unsupported(config, path)
+    _run_checksum_agent(config, model_dir, path)
     _log_ignored(config)
     return config
+
+
+def _run_checksum_agent(config: mc.ModelConfig, model_dir: Path, path: Path) -> None:
+    """Triton's checksum repository agent: every listed file must have its MD5 before the model loads."""
+    for agent in config.model_repository_agents.agents:
+        if agent.name != CHECKSUM_AGENT:
+            raise TritonConfigError(
+                f"{path}: model_repository_agents: agent {agent.name!r} is not supported by slipway serve (only "
+                f"Triton's {CHECKSUM_AGENT!r} agent is); remove it, or serve this model with Triton"
+            )
+        for key, expected in agent.parameters.items():
+            algorithm, _, relative = key.partition(":")
+            if algorithm != "MD5" or not relative:
+                raise TritonConfigError(
+                    f"{path}: checksum agent parameter {key!r}: expected MD5:<file relative to the model folder>"
+                )
+            file = (model_dir / relative).resolve()
+            if not file.is_relative_to(model_dir.resolve()) or not file.is_file():
+                raise NotFoundError(
+                    f"{path}: checksum agent parameter {key!r}: no file {relative} in {model_dir}"
+                )
+            actual = hashlib.md5(file.read_bytes(), usedforsecurity=False).hexdigest()
+            if actual != expected.lower():
+                raise ArtifactIntegrityError(
+                    f"{path}: checksum agent: {relative} has MD5 {actual}, expected {expected}; refusing to load it"
+                )
 
 
 def _complete_backend(config: mc.ModelConfig, model_dir: Path, path: Path) -> None:

@@ -58,6 +58,7 @@ from slipway.serving.experiment import (
     restore_version_dir,
     write_experiment,
 )
+from slipway.serving.explainer import Explainer
 from slipway.serving.loader import LoadedModel, SessionOptions, check_model_control_mode, load_model_dir
 from slipway.serving.payload_logger import PayloadLogger
 from slipway.serving.repository_poll import DEFAULT_POLL_SECS, Fingerprint, RepositoryPoller, scan_repository
@@ -203,6 +204,8 @@ class InferenceCore:
         self._reload_failures: dict[str, tuple[str, str]] = {}
         self._poller: RepositoryPoller | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        # Explanations (serving/explainer.py): the PyTorch checkpoints of served versions, loaded on first use.
+        self.explainer = Explainer(self._is_served)
         # Mode poll with --repository-poll-secs 0 never rescans, as in Triton (load/unload stay refused).
         if (
             model_control_mode == "poll"
@@ -263,6 +266,7 @@ class InferenceCore:
         await asyncio.gather(*self._retiring, return_exceptions=True)
         if self.payload_logger is not None:
             await self.payload_logger.stop(grace)
+        self.explainer.close()
 
     def model(self, name: str, version: str = "") -> LoadedModel:
         """A loaded model for metadata/config/ready calls; unknown -> NotFoundError (404 / NOT_FOUND)."""
@@ -282,6 +286,22 @@ class InferenceCore:
                 raise NotFoundError(f"model {name!r} version {version!r} is not loaded (loaded: {loaded})")
             return other
         return model
+
+    def version_dir(self, model: LoadedModel) -> Path:
+        """REPO/<model>/<version> of a loaded version: where its explain checkpoint and model card live."""
+        if self.repository is None:
+            raise NotFoundError(
+                f"model {model.name!r}: this server has no model repository to read version folders from"
+            )
+        return self.repository / model.name / model.version
+
+    def _is_served(self, model: LoadedModel) -> bool:
+        """Whether this exact loaded version still answers requests (not swapped out by a reload or unloaded).
+        Also called from the explain worker thread: single dict lookups only."""
+        if self.models.get(model.name) is model:
+            return True
+        experiment = self.experiments.get(model.name)
+        return experiment is not None and any(m is model for m in experiment.versions())
 
     def _served_versions(self, name: str) -> list[LoadedModel]:
         """The versions a served model answers with: both during an experiment, oldest first, else one."""
@@ -477,6 +497,7 @@ class InferenceCore:
         self._unavailable.pop(name, None)
         self._reload_failures.pop(name, None)
         self._watch_queues(name)
+        self.explainer.release_unserved()
         kept = {id(m) for m in routed}
         return [self._batcher_of[id(m)] for m in previous if id(m) not in kept]
 
@@ -572,6 +593,7 @@ class InferenceCore:
             self._unavailable[name] = (model.version, UNLOADED)
             self._reload_failures.pop(name, None)
             self.metrics.unwatch_queue(name)
+            self.explainer.release_unserved()
             log.info("model unloading name=%s version=%s", name, model.version)
             await self._retire(batcher)
 

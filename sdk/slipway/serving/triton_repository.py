@@ -16,7 +16,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from slipway.core.artifacts import ModelArtifact, TensorSpec, verify_artifact, write_metadata
+from slipway.core.artifacts import ModelArtifact, TensorSpec, sha256_file, verify_artifact, write_metadata
 from slipway.core.config import TritonConfig
 from slipway.core.errors import NotFoundError, TritonConfigError
 from slipway.serving.datatypes import NUMPY_TO_V2, triton_type
@@ -27,6 +27,10 @@ BACKENDS = {"aoti": "python"}  # frameworks Triton serves through a backend rath
 MODEL_FILES = {"onnx": "model.onnx", "tensorrt": "model.plan", "aoti": "model.pt2"}
 PYTHON_MODEL_FILE = "model.py"  # what Triton's Python backend loads (its default_model_filename)
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_aoti_model.py")
+# Beside the served model, for explanations: the PyTorch checkpoint the version came from (with a digest sidecar),
+# and the version's model card. Triton loads only the model file and ignores them.
+EXPLAIN_CHECKPOINT = Path("explain") / "model.pt"
+MODEL_CARD_FILES = {"markdown": "model_card.md", "html": "model_card.html"}
 
 
 def _tensor(spec: TensorSpec, batched: bool, message: mc.ModelInput | mc.ModelOutput) -> None:
@@ -171,3 +175,33 @@ def stage_version(source_model_dir: str | Path, version: int, repo: str | Path) 
     os.replace(staged / CONFIG_FILE, target / CONFIG_FILE)
     os.replace(staged, target / str(version))
     return target / str(version)
+
+
+def write_explain_checkpoint(version_dir: str | Path, checkpoint: str | Path) -> Path:
+    """Copy the version's PyTorch checkpoint to VERSION/explain/model.pt with a sha256 sidecar."""
+    target = Path(version_dir) / EXPLAIN_CHECKPOINT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, target)
+    artifact = ModelArtifact(
+        file=target.name,
+        sha256=sha256_file(target),
+        size_bytes=target.stat().st_size,
+        framework="pytorch",
+        precision="fp32",
+        inputs=[],
+        outputs=[],
+    )
+    write_metadata(target, artifact)
+    return target
+
+
+def explain_checkpoint(version_dir: str | Path) -> Path:
+    """The verified checkpoint of a served version; NotFoundError when it was packaged without one."""
+    path = Path(version_dir) / EXPLAIN_CHECKPOINT
+    if not path.is_file():
+        raise NotFoundError(
+            f"{Path(version_dir).parent.name} version {Path(version_dir).name} has no PyTorch checkpoint "
+            f"at {EXPLAIN_CHECKPOINT}: only versions packaged with their checkpoint can be explained"
+        )
+    verify_artifact(path)
+    return path

@@ -21,6 +21,7 @@ from slipway.steps.compress import (
 from slipway.steps.data import prepare_data
 from slipway.steps.deploy import deploy_model
 from slipway.steps.drift import check_window, export_captured_window
+from slipway.steps.explain import explain_models
 from slipway.steps.record import Produced, record_run
 from slipway.steps.release import gate_candidate, package_for_triton, promote_candidate, register_candidate
 from slipway.steps.retrain import retrain
@@ -35,6 +36,7 @@ __all__ = [
     "check_window",
     "deploy_model",
     "distill_student",
+    "explain_models",
     "export_captured_window",
     "export_model",
     "gate_candidate",

@@ -91,7 +91,7 @@ def deploy_to_server(repo_dir: Path, model: str, url: str, served_repository: Pa
 
 
 def deploy_kserve(cfg: SlipwayConfig, repo_uri: str, model: str) -> dict[str, Any]:
-    from slipway.cluster.kserve import build_inference_service
+    from slipway.cluster.kserve import ExplainerSettings, build_inference_service
     from slipway.cluster.kube import custom_objects_api
     from slipway.cluster.prometheus import PrometheusClient
     from slipway.cluster.rollout import Rollout, RolloutSettings
@@ -105,6 +105,7 @@ def deploy_kserve(cfg: SlipwayConfig, repo_uri: str, model: str) -> dict[str, An
         canary_traffic_percent=d.canary_traffic_percent,
         logger_url=d.logger_url,
         service_account=d.service_account,
+        explainer=ExplainerSettings() if d.explainer else None,
     )
     prometheus = PrometheusClient(d.prometheus_url) if d.prometheus_url else None
     settings = RolloutSettings(

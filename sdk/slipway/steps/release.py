@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from slipway import registry
 from slipway.core import data as data_lib
-from slipway.core.artifacts import verify_artifact
+from slipway.core.artifacts import sha256_file, verify_artifact
 from slipway.core.config import SlipwayConfig
+from slipway.core.errors import ArtifactIntegrityError
 from slipway.evaluation.gate import GateDecision, decide
+from slipway.evaluation.model_card import ModelCard, ModelDetails, build_card, read_explanation, write_card
 from slipway.steps.common import EvaluationReport
 
 log = logging.getLogger(__name__)
@@ -80,13 +83,23 @@ def register_candidate(
     dataset_path: Path,
     report_path: Path,
     decision_path: Path,
+    *,
+    selection_path: Path | None = None,
+    explanation_dir: Path | None = None,
+    teacher_path: Path | None = None,
+    card_dir: Path | None = None,
 ) -> registry.RegisteredVersion:
     """Register the student as a new version (alias challenger) with its lineage, gate outcome, signature and
-    input example, and the PyTorch checkpoint it came from (so that it can be optimized again)."""
+    input example, and the PyTorch checkpoint it came from (so that it can be optimized again).
+
+    With `card_dir`, the version's model card is written there and logged with it (docs/model-card.md), from
+    this run's files: the selection report, the explain step's folder and the teacher's checkpoint add their
+    sections (a missing one is "not computed").
+    """
     verify_artifact(student_onnx)
     report = EvaluationReport.model_validate_json(report_path.read_text())
     decision = GateDecision.model_validate_json(decision_path.read_text())
-    example = data_lib.load_splits(dataset_path).x_test[:2]
+    splits = data_lib.load_splits(dataset_path)
     tags = {
         "slipway.source_run": run_id,
         "slipway.dataset_fingerprint": report.dataset_fingerprint,
@@ -94,10 +107,71 @@ def register_candidate(
         "slipway.format": report.student.format,
         "slipway.gate_passed": str(decision.passed).lower(),
     }
-    version = registry.register_onnx(cfg.registry, run_id, student_onnx, tags, example)
-    registry.log_checkpoint(cfg.registry, run_id, version.version, checkpoint)
+    version = registry.register_onnx(cfg.registry, run_id, student_onnx, tags, splits.x_test[:2])
+    checkpoint_sha256 = registry.log_checkpoint(cfg.registry, run_id, version.version, checkpoint)
+    if card_dir is not None:
+        card = build_model_card(
+            cfg, version, report, decision, splits, student_onnx, checkpoint, checkpoint_sha256,
+            selection_path, explanation_dir, teacher_path,
+        )  # fmt: skip
+        write_card(card, card_dir)
+        registry.log_model_card(cfg.registry, run_id, version.version, card_dir)
+        log.info("model card: %s v%s, logged with the version", version.model_name, version.version)
     registry.set_tags(cfg.registry, run_id, {"slipway.registry": version.model_dump()})
     return version
+
+
+def build_model_card(
+    cfg: SlipwayConfig,
+    version: registry.RegisteredVersion,
+    report: EvaluationReport,
+    decision: GateDecision,
+    splits: data_lib.DatasetSplits,
+    student_onnx: Path,
+    checkpoint: Path,
+    checkpoint_sha256: str,
+    selection_path: Path | None,
+    explanation_dir: Path | None,
+    teacher_path: Path | None,
+) -> ModelCard:
+    """The card of a just-registered version, from the files of the run that produced it."""
+    from slipway import __version__
+    from slipway.compression.selection import Selection
+    from slipway.core.models import load_model
+    from slipway.serving.triton_repository import MODEL_FILES
+
+    served = verify_artifact(student_onnx)
+    details = ModelDetails(
+        name=version.model_name,
+        version=version.version,
+        aliases=version.aliases,
+        registered_at=registry.registered_at(cfg.registry, version.version),
+        owners=cfg.card.owners,
+        mlflow_run_id=version.run_id,
+        served_file=MODEL_FILES.get(served.framework, student_onnx.name),
+        served_sha256=served.sha256,
+        checkpoint_sha256=checkpoint_sha256,
+        slipway_version=__version__,
+    )
+    selection = None
+    if selection_path is not None:
+        selection = Selection.model_validate_json(selection_path.read_text())
+    teacher_spec = load_model(teacher_path)[1]["spec"] if teacher_path is not None else None
+    return build_card(
+        details=details,
+        text=cfg.card,
+        splits=splits,
+        teacher=report.teacher,
+        student=report.student,
+        fairness=report.fairness,
+        selection=selection,
+        teacher_spec=teacher_spec,
+        student_payload=load_model(checkpoint)[1],
+        explanation=read_explanation(explanation_dir),
+        decision=decision,
+        triton=cfg.triton,
+        threads=cfg.evaluate.threads,
+    )
 
 
 def promote_candidate(cfg: SlipwayConfig, run_id: str, version: str) -> registry.RegisteredVersion:
@@ -135,13 +209,38 @@ def package_for_triton(
     reference: Path,
     repo_dir: Path,
     reference_out: Path,
+    *,
+    model_card: Path | None = None,
+    checkpoint: Path | None = None,
 ) -> Path:
     """Write the Triton model repository for the student and the drift reference with its probabilities;
-    log both with the registered version."""
-    from slipway.serving.triton_repository import write_model
+    log both with the registered version.
+
+    Beside the model, the version folder gets the model card (`model_card`: register's card folder, checked
+    against the digest logged with the version) and the PyTorch checkpoint for explanations (`checkpoint`).
+    """
+    from slipway.serving.triton_repository import MODEL_CARD_FILES, write_explain_checkpoint, write_model
 
     # Triton's version number is the registry's: a server holding two versions serves the newer one.
     model_dir = write_model(repo_dir, cfg.registry.model_name, student_onnx, cfg.triton, version=int(version))
+    version_dir = model_dir / str(int(version))
+    if model_card is not None:
+        expected = registry.model_card_sha256(cfg.registry, version)
+        if (actual := registry.directory_sha256(model_card)) != expected:
+            raise ArtifactIntegrityError(
+                f"{model_card}: the model card has digest {actual}, but {cfg.registry.model_name} v{version} "
+                f"was registered with {expected}; it was not packaged"
+            )
+        for name in MODEL_CARD_FILES.values():
+            shutil.copyfile(model_card / name, version_dir / name)
+    if checkpoint is not None:
+        expected = registry.checkpoint_sha256(cfg.registry, version)
+        if (actual := sha256_file(checkpoint)) != expected:
+            raise ArtifactIntegrityError(
+                f"{checkpoint}: the checkpoint has sha256 {actual}, but {cfg.registry.model_name} v{version} "
+                f"was registered with {expected}; it was not packaged"
+            )
+        write_explain_checkpoint(version_dir, checkpoint)
     registry.log_model_repository(cfg.registry, version, repo_dir)
     rows = drift_reference(student_onnx, reference, reference_out)
     registry.log_artifact(cfg.registry, run_id, reference_out, "drift", "reference.npz")
