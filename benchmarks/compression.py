@@ -511,6 +511,14 @@ def render_gpu(g: dict[str, Any]) -> list[str]:
     return lines
 
 
+def write_report(output: Path, name: str, result: dict[str, Any], section: str, start: str, end: str) -> None:
+    """A bench's raw numbers to OUTPUT/benchmarks/<name>.json and its section of OUTPUT/benchmarks.md."""
+    out = output / "benchmarks" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_section(output / "benchmarks.md", section, start, end)
+
+
 def write_section(path: Path, section: str, start: str = MARK_START, end: str = MARK_END) -> None:
     """Replace a bench's section between its markers (this bench's by default), leaving the others alone."""
     text = path.read_text() if path.is_file() else INTRO

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compression import write_section
+from benchmarks.compression import write_report
 
 MARK_START, MARK_END = "<!-- explain:start -->", "<!-- explain:end -->"
 METHODS = ("integrated_gradients", "saliency", "occlusion")
@@ -172,10 +172,7 @@ def main() -> None:
         print(json.dumps(measure_one(role, method, checkpoint, args.images, args.repeats)))
         return
     result = run(args.teacher, args.student, args.images, args.repeats)
-    out = args.output / "benchmarks" / "explain.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    write_section(args.output / "benchmarks.md", markdown(result), MARK_START, MARK_END)
+    write_report(args.output, "explain", result, markdown(result), MARK_START, MARK_END)
     print(markdown(result))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.compression import write_section
+from benchmarks.compression import write_report
 
 MARK_START, MARK_END = "<!-- search:start -->", "<!-- search:end -->"
 TARGET_RATIO = 2.0  # the bound: the search may at most double the run time
@@ -188,10 +188,7 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             result = run(args.datasets, Path(tmp))
-    out = args.output / "benchmarks" / "search.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    write_section(args.output / "benchmarks.md", markdown(result), MARK_START, MARK_END)
+    write_report(args.output, "search", result, markdown(result), MARK_START, MARK_END)
     print(markdown(result))
 
 
