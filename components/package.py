@@ -1,5 +1,5 @@
-"""Component: write the Triton model repository for the student (with its model card and PyTorch checkpoint) and
-the drift reference with the packaged model's probabilities; both are logged with the registered version."""
+"""Component: write the Triton model repository for the served model (with its model card and PyTorch checkpoint)
+and the drift reference with the registered ONNX model's probabilities; both are logged with the version."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -13,6 +13,7 @@ def package_triton(
     run_id: str,
     version: str,
     student_onnx: Input[Model],
+    served_model: Input[Model],
     checkpoint: Input[Model],
     model_card: Input[Artifact],
     reference: Input[Dataset],
@@ -31,6 +32,7 @@ def package_triton(
         Path(reference.path),
         Path(model_repository.path),
         Path(drift_reference.path),
+        served_model=Path(served_model.path),
         model_card=Path(model_card.path),
         checkpoint=Path(checkpoint.path),
     )

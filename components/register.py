@@ -11,6 +11,7 @@ def register(
     config: dict,
     run_id: str,
     student_onnx: Input[Model],
+    served_model: Input[Model],
     checkpoint: Input[Model],
     teacher: Input[Model],
     dataset: Input[Dataset],
@@ -37,6 +38,7 @@ def register(
         explanation_dir=Path(explanation.path),
         teacher_path=Path(teacher.path),
         card_dir=Path(model_card.path),
+        served_path=Path(served_model.path),
     )
     model_card.metadata.update({"model": version.model_name, "version": version.version})
     return version.version

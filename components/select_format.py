@@ -18,14 +18,18 @@ def select_format(
     pruned_onnx: Input[Model],
     int8_onnx: Input[Model],
     fp16_onnx: Input[Model],
+    aoti_fp32: Input[Model],
     chosen_model: Output[Model],
+    served_model: Output[Model],
     checkpoint: Output[Model],
     report: Output[Artifact],
     selection_report: Output[Artifact],
     confusion_matrix: Output[Artifact],
     metrics: Output[Metrics],
 ) -> str:
-    """Returns the chosen format (e.g. onnx-int8); `report` is what the gate reads."""
+    """Returns the chosen format (e.g. onnx-int8); `report` is what the gate reads. `served_model` is the chosen
+    file (ONNX or an AOTInductor .pt2), `chosen_model` the ONNX model registered for it (the same file, or the
+    package's ONNX twin)."""
     from pathlib import Path
 
     from slipway import steps
@@ -40,20 +44,24 @@ def select_format(
             "onnx-pruned-fp32": Path(pruned_onnx.path),
             "onnx-int8": Path(int8_onnx.path),
             "onnx-fp16": Path(fp16_onnx.path),
+            "aoti-fp32": Path(aoti_fp32.path),
         },
         {
             "onnx-fp32": Path(student.path),
             "onnx-pruned-fp32": Path(pruned.path),
             "onnx-int8": Path(pruned.path),
             "onnx-fp16": Path(pruned.path),
+            "aoti-fp32": Path(pruned.path),
         },
         Path(chosen_model.path),
         Path(checkpoint.path),
         Path(report.path),
         Path(selection_report.path),
         Path(confusion_matrix.path),
+        served_path=Path(served_model.path),
     )
     chosen_model.metadata.update({"format": selection.chosen, "reasons": selection.reasons})
+    served_model.metadata.update({"format": selection.chosen})
     checkpoint.metadata.update({"framework": "pytorch", "format": selection.chosen})
     dropped = {c.format: c.note for c in selection.candidates if not c.eligible}
     selection_report.metadata.update({"chosen": selection.chosen, "dropped": dropped})

@@ -32,6 +32,7 @@ def start_run(
         ("export", dict),
         ("prune", dict),
         ("quantize", dict),
+        ("aoti", dict),
         ("select", dict),
         ("tensorrt", dict),
     ],

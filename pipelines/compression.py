@@ -1,5 +1,5 @@
-"""The stage the quickstart and optimize pipelines share: prune -> ONNX -> INT8/FP16 -> select the fastest format
-within the accuracy budget -> explain -> record -> gate -> register (with the version's model card). A plain
+"""The stage the quickstart and optimize pipelines share: prune -> ONNX -> INT8/FP16 (and an AOTInductor package
+when asked for) -> select the fastest format within the accuracy budget -> explain -> record -> gate -> register (with the version's model card). A plain
 function that adds tasks to the pipeline calling it."""
 
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ from typing import Any
 
 from kfp import dsl
 
+from slipway.components.compile_aoti import compile_aoti
 from slipway.components.explain import explain_models
 from slipway.components.export import export_onnx
 from slipway.components.gate import gate
@@ -61,6 +62,10 @@ def compress_select_register(
         config=slices["quantize"], dataset=dataset, onnx_model=pruned_onnx.outputs["onnx_model"]
     ).set_display_name("quantize")
     configure_task(quantized, "cpu", cluster)
+    compiled = compile_aoti(
+        config=slices["aoti"], dataset=dataset, model=pruned.outputs["pruned_model"]
+    ).set_display_name("compile-aoti")
+    configure_task(compiled, "cpu", cluster)
     selection = select_format(
         config=slices["select"],
         dataset=dataset,
@@ -72,6 +77,7 @@ def compress_select_register(
         pruned_onnx=pruned_onnx.outputs["onnx_model"],
         int8_onnx=quantized.outputs["int8_model"],
         fp16_onnx=quantized.outputs["fp16_model"],
+        aoti_fp32=compiled.outputs["aoti_model"],
     ).set_display_name("select-format")
     configure_task(selection, "cpu", cluster)
     # Teacher and chosen student explained side by side; it logs into this run's MLflow run: never cached.
@@ -110,6 +116,7 @@ def compress_select_register(
         config=config,
         run_id=run_id,
         student_onnx=selection.outputs["chosen_model"],
+        served_model=selection.outputs["served_model"],
         checkpoint=selection.outputs["checkpoint"],
         teacher=teacher,
         dataset=dataset,

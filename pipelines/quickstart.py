@@ -102,6 +102,7 @@ def quickstart(
             run_id=run_id,
             version=version,
             student_onnx=chosen_onnx,
+            served_model=stage.selection.outputs["served_model"],
             checkpoint=stage.selection.outputs["checkpoint"],
             model_card=stage.registered.outputs["model_card"],
             reference=data.outputs["reference"],

@@ -98,6 +98,7 @@ def released_run(out: Path) -> RunFiles:
         f["report"],
         selection,
         out / "cm.png",
+        served_path=out / "served.onnx",
     )
     explanation = out / "explanation"
     explain(cfg, start.run_id, f["dataset"], f["teacher"], checkpoint, explanation)

@@ -83,6 +83,7 @@ def test_groups_cross_from_the_data_step_to_report_gate_and_mlflow(tmp_path: Pat
         report_path,
         tmp_path / "selection.json",
         tmp_path / "cm.png",
+        served_path=tmp_path / "served.onnx",
     )
     report = EvaluationReport.model_validate_json(report_path.read_text())
     assert report.fairness is not None and report.dataset_fingerprint == info.fingerprint

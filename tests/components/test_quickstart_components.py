@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from kfp import dsl
 
+from slipway.components.compile_aoti import compile_aoti
 from slipway.components.data import prepare_data
 from slipway.components.distill import distill_student
 from slipway.components.export import export_onnx
@@ -62,7 +63,14 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
     )
     assert "accuracy" in int8.metadata and fp16.metadata == {"skipped": True}
 
-    chosen, checkpoint = a(dsl.Model, "chosen.onnx"), a(dsl.Model, "chosen.pt")
+    aoti = a(dsl.Model, "aoti.pt2")  # aoti-fp32 is opt-in: not in the default candidates, so not compiled
+    compile_aoti.python_func(config=start.aoti, dataset=dataset, model=pruned, aoti_model=aoti)
+    assert aoti.metadata == {"skipped": True}
+    chosen, served, checkpoint = (
+        a(dsl.Model, "chosen.onnx"),
+        a(dsl.Model, "served"),
+        a(dsl.Model, "chosen.pt"),
+    )
     report, selection, cm = a(dsl.Artifact, "report"), a(dsl.Artifact, "selection"), a(dsl.Artifact, "cm")
     fmt = select_format.python_func(
         config=start.select,
@@ -75,7 +83,9 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
         pruned_onnx=onnx["pruned"],
         int8_onnx=int8,
         fp16_onnx=fp16,
+        aoti_fp32=aoti,
         chosen_model=chosen,
+        served_model=served,
         checkpoint=checkpoint,
         report=report,
         selection_report=selection,
@@ -83,7 +93,9 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
         metrics=a(dsl.Metrics, "metrics"),
     )
     assert fmt in {"onnx-fp32", "onnx-pruned-fp32", "onnx-int8"} and chosen.metadata["format"] == fmt
-    assert "onnx-fp16" in selection.metadata["dropped"]
+    assert selection.metadata["dropped"]["onnx-fp16"] == "compress.quantize.fp16 is false"
+    assert selection.metadata["dropped"]["aoti-fp32"] == "not in compress.candidates"
+    assert Path(served.path).read_bytes() == Path(chosen.path).read_bytes()  # an ONNX choice is served as is
     assert set(json.loads(Path(report.path).read_text())) >= {"teacher", "teacher_eager", "student"}
     assert Path(cm.path).read_bytes()[:4] == b"\x89PNG"
 
@@ -130,6 +142,7 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
         config=config,
         run_id=run_id,
         student_onnx=chosen,
+        served_model=served,
         checkpoint=checkpoint,
         teacher=teacher,
         dataset=dataset,
@@ -162,6 +175,7 @@ def test_components_chain(tmp_path: Path, fast_config) -> None:
         run_id=run_id,
         version=version,
         student_onnx=chosen,
+        served_model=served,
         checkpoint=checkpoint,
         model_card=card,
         reference=reference,

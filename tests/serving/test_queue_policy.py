@@ -1,14 +1,15 @@
 """Triton's dynamic-batching queue policy on `slipway serve`: honoured, or refused at load naming the field.
 
 Refusals and the load API: real tritonclient against a server in explicit mode. `max_queue_size` and
-`default_timeout_microseconds`: a burst of requests to a compute-bound model served with one instance, whose
-run time is measured first so that the queue timeout is a fraction of it on any machine. `preserve_ordering`:
+`default_timeout_microseconds`: a burst of requests to a compute-bound model served with one instance, made deep
+enough here that one run outlasts the burst's arrival, and the queue timeout a fraction of that run. `preserve_ordering`:
 the batcher itself, with two instances whose run times are set by their inputs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import statistics
 import time
@@ -92,35 +93,52 @@ def test_unsupported_queue_fields_are_refused_by_the_load_api(
 
 
 class _Compute(nn.Module):
-    """A few ms to tens of ms per 64-row batch on one thread: one shared 512x512 layer applied 40 times."""
+    """Compute-bound on one thread: one shared 1024x1024 layer applied `depth` times per 64-row batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int) -> None:
         super().__init__()
-        self.inp, self.hidden, self.out = nn.Linear(16, 512), nn.Linear(512, 512), nn.Linear(512, 4)
+        self.depth = depth
+        self.inp, self.hidden, self.out = nn.Linear(16, 1024), nn.Linear(1024, 1024), nn.Linear(1024, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inp(x)
-        for _ in range(40):
+        for _ in range(self.depth):
             h = torch.relu(self.hidden(h))
         return self.out(h)
 
 
-@pytest.fixture(scope="module")
-def compute_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
-    """The exported model and its median run time on one thread, in seconds."""
+# tritonclient.http's async_infer sleeps 10 ms after each send, so a burst of BURST requests takes about
+# BURST x 10 ms to arrive: one run must outlast that for requests to queue behind it on any machine.
+MIN_RUN_S = 0.12
+
+
+def _export_and_time(depth: int, path: Path) -> float:
+    """Export `_Compute(depth)` to `path`; its median run time on one thread, in seconds."""
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("queue-policy") / "model.onnx"
-    export_onnx(_Compute().eval(), (16,), path)
+    export_onnx(_Compute(depth).eval(), (16,), path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     x = np.zeros((ROWS, 16), np.float32)
     runs = []
-    for _ in range(7):
+    for _ in range(5):
         start = time.perf_counter()
         session.run(None, {"input": x})
         runs.append(time.perf_counter() - start)
-    return path, statistics.median(runs)
+    return statistics.median(runs)
+
+
+@pytest.fixture(scope="module")
+def compute_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """The exported model, deep enough that one run takes at least MIN_RUN_S here, and its run time in seconds."""
+    path = tmp_path_factory.mktemp("queue-policy") / "model.onnx"
+    depth = 8
+    run_s = _export_and_time(depth, path)
+    if run_s < MIN_RUN_S:
+        depth = math.ceil(depth * 1.3 * MIN_RUN_S / run_s)
+        run_s = _export_and_time(depth, path)
+    assert run_s >= MIN_RUN_S / 2, f"a run of depth {depth} takes {run_s:.3f} s, expected >= {MIN_RUN_S} s"
+    return path, run_s
 
 
 def _queue_repo(root: Path, model: Path, name: str, policy: str) -> Path:
@@ -182,6 +200,7 @@ def _bursts(server: ServerHandle, model: str, expected: str) -> tuple[list[str],
     return outcomes(http_burst), outcomes(grpc_burst)
 
 
+@pytest.mark.stochastic
 def test_max_queue_size_rejects_as_triton_does(compute_model: tuple[Path, float], tmp_path: Path) -> None:
     """max_queue_size 1: one request runs, one waits, the rest get 503 / UNAVAILABLE "Exceeds maximum queue size"."""
     path, _ = compute_model
@@ -196,6 +215,7 @@ def test_max_queue_size_rejects_as_triton_does(compute_model: tuple[Path, float]
     assert failures == len(http_statuses) + len(grpc_statuses)
 
 
+@pytest.mark.stochastic
 def test_queue_timeout_rejects_what_waited_too_long(
     compute_model: tuple[Path, float], tmp_path: Path
 ) -> None:

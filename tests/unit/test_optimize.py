@@ -12,7 +12,7 @@ from slipway.core.artifacts import ModelArtifact, TensorSpec
 from slipway.core.config import ConfigError, load_config
 from slipway.core.errors import NotFoundError
 from slipway.serving.triton_repository import build_model_config
-from slipway.steps.compress import choose, mark_skipped, produced
+from slipway.steps.compress import choose, mark_skipped, produced, skip_reason
 
 
 def test_chooses_the_fastest_candidate_within_budget() -> None:
@@ -51,8 +51,9 @@ def test_nothing_within_budget_is_an_error_with_the_numbers() -> None:
 
 def test_skipped_outputs_are_not_candidates(tmp_path: Path) -> None:
     path = tmp_path / "int8"
-    mark_skipped(path, "disabled")
-    assert path.read_bytes() == b"" and not produced(path) and not produced(None)
+    mark_skipped(path, "compress.quantize.int8 is false")
+    assert not produced(path) and not produced(None)
+    assert skip_reason(path) == "compress.quantize.int8 is false" and skip_reason(None) == "not produced"
 
 
 def test_compress_config_defaults_and_validation() -> None:

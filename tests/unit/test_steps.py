@@ -34,6 +34,7 @@ def run_all_steps(cfg: SlipwayConfig, out: Path) -> dict:
         out / "report",
         out / "selection",
         out / "cm",
+        served_path=out / "served.onnx",
     )
     decision = steps.gate_candidate(cfg, start.run_id, out / "report", out / "decision")
     version = steps.register_candidate(

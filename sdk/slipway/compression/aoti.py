@@ -143,10 +143,11 @@ def compile_aoti(
 
 
 def load_aoti(source: str | Path | bytes, device_index: int = -1) -> Any:
-    """An AOTICompiledModel from a .pt2 path or from bytes already checked against their digest."""
+    """An AOTICompiledModel from a .pt2 file or from bytes already checked against their digest. A file is read
+    into memory first: torch opens only paths ending in .pt2, and KFP names its outputs without a suffix."""
     import torch
 
-    package = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    package = io.BytesIO(source if isinstance(source, bytes) else Path(source).read_bytes())
     return torch._inductor.aoti_load_package(package, device_index=device_index)
 
 

@@ -271,8 +271,17 @@ class TritonConfig(StrictModel):
 
 
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
-OptimizedFormat = Literal["onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16"]
-OPTIMIZED_FORMATS: tuple[OptimizedFormat, ...] = ("onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16")
+OptimizedFormat = Literal["onnx-fp32", "onnx-pruned-fp32", "onnx-int8", "onnx-fp16", "aoti-fp32"]
+OPTIMIZED_FORMATS: tuple[OptimizedFormat, ...] = (
+    "onnx-fp32",
+    "onnx-pruned-fp32",
+    "onnx-int8",
+    "onnx-fp16",
+    "aoti-fp32",
+)
+# aoti-fp32 (the pruned student as a torch.export + AOTInductor package) is opt-in: compiling it takes tens of
+# seconds and a C++ compiler, and the cluster serves it only where a Triton image with the same torch exists.
+DEFAULT_CANDIDATES: tuple[OptimizedFormat, ...] = OPTIMIZED_FORMATS[:4]
 
 
 class PruneConfig(StrictModel):
@@ -383,8 +392,8 @@ class CompressConfig(StrictModel):
         1.0, ge=0, le=100, description="a candidate may lose at most this much test accuracy vs the source"
     )
     candidates: list[OptimizedFormat] = Field(
-        default_factory=lambda: list(OPTIMIZED_FORMATS),
-        description="formats the optimizer may choose from",
+        default_factory=lambda: list(DEFAULT_CANDIDATES),
+        description="formats the optimizer may choose from (aoti-fp32 is opt-in, see docs/optimization.md)",
     )
 
 

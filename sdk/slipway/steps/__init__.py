@@ -10,6 +10,7 @@ from slipway.steps.cluster_train import train_in_cluster
 from slipway.steps.common import begin
 from slipway.steps.compress import (
     build_tensorrt_engine,
+    compile_aoti_candidate,
     export_model,
     mark_skipped,
     produced,
@@ -34,6 +35,7 @@ __all__ = [
     "begin",
     "build_tensorrt_engine",
     "check_window",
+    "compile_aoti_candidate",
     "deploy_model",
     "distill_student",
     "explain_models",

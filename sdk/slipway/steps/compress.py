@@ -1,7 +1,8 @@
 """The compression steps: export to ONNX, prune, quantize, build TensorRT, select the format, fetch a source.
 
-Candidates: the source student in FP32 ONNX Runtime, the pruned student in FP32, INT8 QDQ and FP16 (and a
-TensorRT engine where a GPU is there); `slipway.compression.selection` picks the fastest within the budget.
+Candidates: the source student in FP32 ONNX Runtime, the pruned student in FP32, INT8 QDQ and FP16, the pruned
+student as an AOTInductor package (opt-in), and a TensorRT engine where a GPU is there;
+`slipway.compression.selection` picks the fastest within the budget.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,9 @@ from slipway.compression.pruning import PruneReport, prune_and_finetune
 from slipway.compression.quantize import calibration_sample, convert_fp16, quantize_int8
 from slipway.compression.selection import Selection, choose
 from slipway.core import data as data_lib
-from slipway.core.artifacts import read_metadata, sha256_file, write_metadata
+from slipway.core.artifacts import metadata_path, read_metadata, sha256_file, write_metadata
 from slipway.core.config import ModelSpec, SlipwayConfig
-from slipway.core.errors import NotFoundError
+from slipway.core.errors import ExportError, NotFoundError
 from slipway.core.models import count_parameters, load_model, save_model
 from slipway.evaluation.evaluate import (
     ModelEvaluation,
@@ -67,15 +69,23 @@ def _params(onnx_path: Path) -> int:
     return int(read_metadata(onnx_path).extra.get("params", 0))
 
 
-def measure_onnx(
-    fmt: str, role: str, onnx_path: Path, x: np.ndarray, y: np.ndarray, k: int, cfg: SlipwayConfig
+def candidate_predictor(path: Path, threads: int | None) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """numpy in, logits out, in the runtime that serves the file: ONNX Runtime, or torch for a .pt2 package;
+    with the runtime's name."""
+    if read_metadata(path).framework == "aoti":
+        from slipway.compression.aoti import aoti_predictor
+
+        return aoti_predictor(path, threads), "torch-aoti"
+    return onnx_predictor(path, threads), "onnxruntime"
+
+
+def measure_candidate(
+    fmt: str, role: str, path: Path, x: np.ndarray, y: np.ndarray, k: int, cfg: SlipwayConfig
 ) -> ModelEvaluation:
-    """Quality and speed of one ONNX file in ONNX Runtime (threads from `evaluate.threads`)."""
+    """Quality and speed of one candidate file in the runtime that serves it (threads from `evaluate.threads`)."""
     ev = cfg.evaluate
-    predict = onnx_predictor(onnx_path, ev.threads)
-    return evaluate_model(
-        role, fmt, "onnxruntime", predict, x, y, k, _params(onnx_path), onnx_path.stat().st_size, ev
-    )
+    predict, runtime = candidate_predictor(path, ev.threads)
+    return evaluate_model(role, fmt, runtime, predict, x, y, k, _params(path), path.stat().st_size, ev)
 
 
 def produced(path: Path | None) -> bool:
@@ -90,9 +100,16 @@ def produced(path: Path | None) -> bool:
 
 
 def mark_skipped(path: Path, why: str) -> None:
-    """KFP outputs must exist: a disabled precision leaves an empty file (no sidecar) and says why in the log."""
-    path.write_bytes(b"")
+    """KFP outputs must exist: a candidate not produced leaves a file holding why (and no sidecar)."""
+    path.write_text(why)
+    metadata_path(path).unlink(missing_ok=True)
     log.info("%s: skipped (%s)", path.name, why)
+
+
+def skip_reason(path: Path | None) -> str:
+    """Why an output was not produced, as its step wrote it with `mark_skipped`."""
+    why = path.read_text(errors="replace").strip() if path is not None and path.is_file() else ""
+    return why or "not produced"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,6 +179,40 @@ def quantize_onnx(
     return results
 
 
+AOTI_CANDIDATE = "aoti-fp32"
+# The ONNX model an AOTInductor candidate was compiled beside, from the same checkpoint: what the registry, the
+# gate's champion comparison and the drift reference read when the package is the chosen (served) format.
+ONNX_TWIN = {AOTI_CANDIDATE: "onnx-pruned-fp32"}
+
+
+def compile_aoti_candidate(
+    cfg: SlipwayConfig, dataset_path: Path, model_path: Path, package_path: Path
+) -> dict[str, Any]:
+    """The pruned student as an AOTInductor package (CPU, FP32), checked against eager PyTorch on validation data
+    like the ONNX export, when `aoti-fp32` is in compress.candidates. A failed compile or parity check leaves the
+    candidate out with why (select_format lists it) and never fails the run."""
+    if AOTI_CANDIDATE not in cfg.compress.candidates:
+        mark_skipped(package_path, f"{AOTI_CANDIDATE} is not in compress.candidates")
+        return {"skipped": True}
+    from slipway.compression.aoti import check_aoti_parity, compile_aoti
+
+    model, _ = load_model(model_path)
+    splits = data_lib.load_splits(dataset_path)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:  # torch writes packages only to paths ending in .pt2
+            compiled = Path(tmp) / "model.pt2"
+            artifact = compile_aoti(model, splits.input_shape, compiled, "fp32", "cpu")
+            shutil.copyfile(compiled, package_path)
+        parity = check_aoti_parity(model, package_path, splits.x_val[: cfg.export.parity_samples], "fp32")
+    except ExportError as err:
+        mark_skipped(package_path, f"compile failed: {err}")
+        return {"skipped": True, "error": str(err)}
+    extra = {**artifact.extra, "params": count_parameters(model)}
+    artifact = artifact.model_copy(update={"file": package_path.name, "extra": extra})
+    write_metadata(package_path, artifact)
+    return {"artifact": artifact.model_dump(), "parity": parity.__dict__}
+
+
 def select_format(
     cfg: SlipwayConfig,
     dataset_path: Path,
@@ -174,13 +225,18 @@ def select_format(
     report_path: Path,
     selection_path: Path,
     confusion_png: Path,
+    *,
+    served_path: Path,
 ) -> tuple[EvaluationReport, Selection]:
     """Measure the teacher and every produced candidate on the test split; package the fastest in budget.
 
-    `candidates` maps a format ("onnx-fp32" is the source and must be there) to its ONNX file; `checkpoints`
-    maps a format to the PyTorch checkpoint it came from, copied to `checkpoint_path` so that the registered
-    version carries it and can be optimized again later. Writes an EvaluationReport (see slipway.steps.common), with
-    the chosen candidate as the student, so that gate, register and package work unchanged.
+    `candidates` maps a format ("onnx-fp32" is the source and must be there) to its file (ONNX, or a .pt2 for
+    aoti-fp32); `checkpoints` maps a format to the PyTorch checkpoint it came from, copied to `checkpoint_path`
+    so that the registered version carries it and can be optimized again later. The chosen file goes to
+    `served_path` (what Triton serves); `chosen_path` gets the ONNX model the registry holds: the chosen one, or
+    for an AOTInductor package its ONNX twin (ONNX_TWIN: same checkpoint, both parity-checked against it).
+    Writes an EvaluationReport (see slipway.steps.common), with the chosen candidate as the student, so that
+    gate, register and package work unchanged.
     """
     splits = data_lib.load_splits(dataset_path)
     x, y, k = splits.x_test, splits.y_test, splits.num_classes
@@ -203,10 +259,10 @@ def select_format(
         if fmt not in allowed and fmt != "onnx-fp32":
             skipped[fmt] = "not in compress.candidates"
         elif not produced(path):
-            skipped[fmt] = "not produced (disabled in config)"
+            skipped[fmt] = skip_reason(path)
         else:
             assert path is not None
-            evaluations[fmt] = measure_onnx(fmt, "student", path, x, y, k, cfg)
+            evaluations[fmt] = measure_candidate(fmt, "student", path, x, y, k, cfg)
             if (why := read_metadata(path).extra.get("rejected")) is not None:
                 rejected[fmt] = why
     if "onnx-fp32" not in evaluations:
@@ -215,19 +271,21 @@ def select_format(
     if "onnx-fp32" not in allowed:
         rejected["onnx-fp32"] = "not in compress.candidates (measured as the accuracy reference only)"
     selection = choose(evaluations, reference, cfg.compress.accuracy_budget_points, skipped, rejected)
-    chosen_source = candidates[selection.chosen]
-    assert chosen_source is not None
-    shutil.copyfile(chosen_source, chosen_path)
-    artifact = read_metadata(chosen_source)
-    write_metadata(
-        chosen_path,
-        artifact.model_copy(
-            update={"file": chosen_path.name, "extra": {**artifact.extra, "format": selection.chosen}}
-        ),
-    )
+    registered = ONNX_TWIN.get(selection.chosen, selection.chosen)
+    for source_format, target in ((selection.chosen, served_path), (registered, chosen_path)):
+        source = candidates.get(source_format)
+        if not produced(source):
+            raise NotFoundError(
+                f"select_format: no {source_format} file for the chosen format {selection.chosen}"
+            )
+        assert source is not None
+        shutil.copyfile(source, target)
+        artifact = read_metadata(source)
+        extra = {**artifact.extra, "format": source_format, "served_format": selection.chosen}
+        write_metadata(target, artifact.model_copy(update={"file": target.name, "extra": extra}))
     student = evaluations[selection.chosen]
     fairness = evaluate_fairness(
-        onnx_predictor(teacher_onnx, ev.threads), onnx_predictor(chosen_path, ev.threads), x, y,
+        onnx_predictor(teacher_onnx, ev.threads), candidate_predictor(served_path, ev.threads)[0], x, y,
         splits.groups_of("test"), k,
     )  # fmt: skip
     report = EvaluationReport(

@@ -88,13 +88,15 @@ def register_candidate(
     explanation_dir: Path | None = None,
     teacher_path: Path | None = None,
     card_dir: Path | None = None,
+    served_path: Path | None = None,
 ) -> registry.RegisteredVersion:
     """Register the student as a new version (alias challenger) with its lineage, gate outcome, signature and
     input example, and the PyTorch checkpoint it came from (so that it can be optimized again).
 
     With `card_dir`, the version's model card is written there and logged with it (docs/model-card.md), from
     this run's files: the selection report, the explain step's folder and the teacher's checkpoint add their
-    sections (a missing one is "not computed").
+    sections (a missing one is "not computed"). `served_path`: the file Triton will serve when it is not
+    `student_onnx` itself (an AOTInductor package registered through its ONNX twin), named in the card.
     """
     verify_artifact(student_onnx)
     report = EvaluationReport.model_validate_json(report_path.read_text())
@@ -111,7 +113,7 @@ def register_candidate(
     checkpoint_sha256 = registry.log_checkpoint(cfg.registry, run_id, version.version, checkpoint)
     if card_dir is not None:
         card = build_model_card(
-            cfg, version, report, decision, splits, student_onnx, checkpoint, checkpoint_sha256,
+            cfg, version, report, decision, splits, served_path or student_onnx, checkpoint, checkpoint_sha256,
             selection_path, explanation_dir, teacher_path,
         )  # fmt: skip
         write_card(card, card_dir)
@@ -127,7 +129,7 @@ def build_model_card(
     report: EvaluationReport,
     decision: GateDecision,
     splits: data_lib.DatasetSplits,
-    student_onnx: Path,
+    served_path: Path,
     checkpoint: Path,
     checkpoint_sha256: str,
     selection_path: Path | None,
@@ -140,7 +142,7 @@ def build_model_card(
     from slipway.core.models import load_model
     from slipway.serving.triton_repository import MODEL_FILES
 
-    served = verify_artifact(student_onnx)
+    served = verify_artifact(served_path)
     details = ModelDetails(
         name=version.model_name,
         version=version.version,
@@ -148,7 +150,7 @@ def build_model_card(
         registered_at=registry.registered_at(cfg.registry, version.version),
         owners=cfg.card.owners,
         mlflow_run_id=version.run_id,
-        served_file=MODEL_FILES.get(served.framework, student_onnx.name),
+        served_file=MODEL_FILES.get(served.framework, served_path.name),
         served_sha256=served.sha256,
         checkpoint_sha256=checkpoint_sha256,
         slipway_version=__version__,
@@ -210,19 +212,23 @@ def package_for_triton(
     repo_dir: Path,
     reference_out: Path,
     *,
+    served_model: Path | None = None,
     model_card: Path | None = None,
     checkpoint: Path | None = None,
 ) -> Path:
     """Write the Triton model repository for the student and the drift reference with its probabilities;
     log both with the registered version.
 
+    `served_model`: the file Triton serves when it is not `student_onnx` (an AOTInductor package); the drift
+    reference's probabilities still come from `student_onnx`, the registered ONNX twin of the same checkpoint.
     Beside the model, the version folder gets the model card (`model_card`: register's card folder, checked
     against the digest logged with the version) and the PyTorch checkpoint for explanations (`checkpoint`).
     """
     from slipway.serving.triton_repository import MODEL_CARD_FILES, write_explain_checkpoint, write_model
 
     # Triton's version number is the registry's: a server holding two versions serves the newer one.
-    model_dir = write_model(repo_dir, cfg.registry.model_name, student_onnx, cfg.triton, version=int(version))
+    served = served_model or student_onnx
+    model_dir = write_model(repo_dir, cfg.registry.model_name, served, cfg.triton, version=int(version))
     version_dir = model_dir / str(int(version))
     if model_card is not None:
         expected = registry.model_card_sha256(cfg.registry, version)

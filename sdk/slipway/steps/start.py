@@ -30,6 +30,7 @@ STEP_SLICES: dict[str, tuple[str, ...]] = {
     "export": ("export",),
     "prune": ("seed", "compress.prune", "distill.checkpoint_dir"),
     "quantize": ("seed", "compress.quantize", "export.parity_samples", "evaluate.threads"),
+    "aoti": ("compress.candidates", "export.parity_samples"),
     "select": ("evaluate", "compress.candidates", "compress.accuracy_budget_points"),
     "tensorrt": ("compress.tensorrt", "export.parity_samples"),
 }
