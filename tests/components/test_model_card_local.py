@@ -47,6 +47,7 @@ def test_register_and_package_under_kfp_local_ship_the_card_and_slipway_card_pri
             config=config,
             run_id=run_id,
             student_onnx=chosen,
+            served_model=chosen,  # an ONNX choice is served as registered
             checkpoint=checkpoint,
             teacher=imported(run.teacher, dsl.Model),
             dataset=imported(run.dataset, dsl.Dataset),
@@ -60,6 +61,7 @@ def test_register_and_package_under_kfp_local_ship_the_card_and_slipway_card_pri
             run_id=run_id,
             version=registered.outputs["Output"],
             student_onnx=chosen,
+            served_model=chosen,  # an ONNX choice is served as registered
             checkpoint=checkpoint,
             model_card=registered.outputs["model_card"],
             reference=imported(run.reference, dsl.Dataset),
