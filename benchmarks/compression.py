@@ -511,6 +511,24 @@ def render_gpu(g: dict[str, Any]) -> list[str]:
     return lines
 
 
+def quickstart_command(output: Path, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The demo as the benches run it: `python -m slipway run quickstart` into `output`, a gate rejection not
+    an error, each override as `--set`."""
+    command = [
+        sys.executable,
+        "-m",
+        "slipway",
+        "run",
+        "quickstart",
+        "--output",
+        str(output),
+        "--allow-reject",
+    ]
+    for item in overrides:
+        command += ["--set", item]
+    return command
+
+
 def write_report(output: Path, name: str, result: dict[str, Any], section: str, start: str, end: str) -> None:
     """A bench's raw numbers to OUTPUT/benchmarks/<name>.json and its section of OUTPUT/benchmarks.md."""
     out = output / "benchmarks" / f"{name}.json"

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.compression import write_report
+from benchmarks.compression import quickstart_command, write_report
 
 MARK_START, MARK_END = "<!-- search:start -->", "<!-- search:end -->"
 TARGET_RATIO = 2.0  # the issue's bound: the search may at most double the run time
@@ -40,18 +39,7 @@ def write_mnist1d_npz(path: Path) -> Path:
 
 def quickstart(output: Path, overrides: list[str]) -> dict[str, Any]:
     """One `slipway run quickstart` in a subprocess: its wall time, exit status and the numbers of its summary."""
-    command = [
-        sys.executable,
-        "-m",
-        "slipway",
-        "run",
-        "quickstart",
-        "--output",
-        str(output),
-        "--allow-reject",
-    ]
-    for item in overrides:
-        command += ["--set", item]
+    command = quickstart_command(output, overrides)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.compression import quickstart_command
 from benchmarks.serving import HOST, http_exchange, http_infer_request, machine
 
 log = logging.getLogger(__name__)
@@ -80,16 +80,7 @@ def ensure_quickstart_run(run_dir: Path, reuse: bool) -> Path:
         return summary
     if reuse:
         log.warning("--reuse-run: %s does not exist; making the run", summary)
-    command = [
-        sys.executable,
-        "-m",
-        "slipway",
-        "run",
-        "quickstart",
-        "--output",
-        str(run_dir),
-        "--allow-reject",
-    ]
+    command = quickstart_command(run_dir)
     log.warning("making the demo's champion: %s", " ".join(command))
     subprocess.run(command, check=True, timeout=3600, stdout=subprocess.DEVNULL)
     return summary
