@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import torch
 from torch import nn
 
+from slipway.compression import tradeoff
 from slipway.compression.onnx_export import export_onnx
 from slipway.compression.pruning import prune_and_finetune
 from slipway.compression.quantize import calibration_sample, convert_fp16, quantize_int8
@@ -43,6 +43,12 @@ from slipway.training.loop import accuracy, train
 
 log = logging.getLogger(__name__)
 DATASETS = {"digits": "quickstart", "mnist1d": "mnist1d"}
+ROLE_COLOURS = {"teacher": "tab:blue", "student": "tab:green"}
+PLOT_CAPTION = (
+    "Each candidate at (throughput, test accuracy), marker area proportional to its size, the Pareto front drawn "
+    "and the chosen format ringed; the numbers are named in the table under each panel. "
+    "`python -m benchmarks.compression --plot-only` redraws it from `optimize.json`."
+)
 MARK_START, MARK_END = "<!-- optimize:start -->", "<!-- optimize:end -->"
 INTRO = "# Benchmarks\n\nMeasured tables and plots; each section is written by its own bench command.\n"
 ACCEPT = {
@@ -437,7 +443,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             "",
         ]  # fmt: skip
     lines += render_gpu(result["gpu"])
-    lines += ["![accuracy vs throughput](benchmarks/optimize.png)", "", MARK_END]
+    lines += [PLOT_CAPTION, "", "![accuracy vs throughput](benchmarks/optimize.png)", "", MARK_END]
     return "\n".join(lines)
 
 
@@ -549,24 +555,60 @@ def write_section(path: Path, section: str, start: str = MARK_START, end: str = 
     path.write_text(text)
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(result: dict[str, Any], path: Path) -> list[list[Any]]:
+    """The optimization plot, one panel per dataset (docs/benchmarks/optimize.png); returns each panel's labels."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(result["datasets"]), figsize=(6 * len(result["datasets"]), 4.5), dpi=100)
-    for ax, ds in zip(np.atleast_1d(axes), result["datasets"], strict=True):
-        for key, r in ds["rows"].items():
-            ax.scatter(r["throughput_ips_b64"], r["accuracy"] * 100, s=40)
-            ax.annotate(key, (r["throughput_ips_b64"], r["accuracy"] * 100), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")  # fmt: skip
-        ax.set(xscale="log", xlabel="images/s at batch 64 (log)", ylabel="test accuracy (%)",
-               title=f"{ds['dataset']}: chosen {ds['chosen']}")  # fmt: skip
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
+    datasets = result["datasets"]
+    fig, panels = tradeoff.figure(len(datasets), max(len(ds["rows"]) for ds in datasets), width_in=6.5)
+    labels = []
+    for (ax, table), ds in zip(panels, datasets, strict=True):
+        rows = ds["rows"]
+        chosen = _chosen_row(ds)
+        points = [
+            tradeoff.Point(
+                key, r["accuracy"], r["throughput_ips_b64"], r["size_bytes"], ROLE_COLOURS[r["role"]]
+            )
+            for key, r in rows.items()
+        ]
+        teacher = tradeoff.Reference(rows["teacher_ort"]["accuracy"], "teacher", colour="tab:blue")
+        labels.append(
+            tradeoff.draw(
+                ax,
+                points,
+                chosen=chosen,
+                references=[teacher],
+                ylabel="test accuracy",
+                title=f"{ds['dataset']}: marker area = size, blue = teacher, green = student",
+            )
+        )
+        tradeoff.key_table(
+            table,
+            ["#", "candidate", "format", "runtime", "KiB", "accuracy", "img/s b64"],
+            [
+                [
+                    str(i),
+                    key + (" (chosen)" if key == chosen else ""),
+                    r["format"],
+                    r["runtime"],
+                    f"{r['size_bytes'] / 1024:.1f}",
+                    f"{r['accuracy']:.4f}",
+                    f"{r['throughput_ips_b64']:,.0f}",
+                ]
+                for i, (key, r) in enumerate(rows.items(), 1)
+            ],
+        )
     fig.savefig(path, format="png")
     plt.close(fig)
+    return labels
+
+
+def _chosen_row(ds: dict[str, Any]) -> str:
+    """The row of the chosen format: the student's ONNX Runtime row of that format."""
+    for key, r in ds["rows"].items():
+        if r["role"] == "student" and r["format"] == ds["chosen"] and r["runtime"] == "onnxruntime":
+            return str(key)
+    raise ValueError(f"{ds['dataset']}: no student onnxruntime row has the chosen format {ds['chosen']!r}")
 
 
 def run_other_benches(output: Path) -> None:
@@ -640,10 +682,18 @@ def _version(module: str) -> str:
     "--no-others", is_flag=True, help="do not run the serving, monitoring and loop benches afterwards"
 )
 @click.option("--gpu-only", is_flag=True, help="measure the GPU part alone and merge it into optimize.json")
+@click.option("--plot-only", is_flag=True, help="redraw optimize.png from optimize.json, measure nothing")
 def bench_command(output: Path, datasets: tuple[str, ...], device: str, threads: int, seeds: int, quick: bool,
-                  no_others: bool, gpu_only: bool) -> None:  # fmt: skip
+                  no_others: bool, gpu_only: bool, plot_only: bool) -> None:  # fmt: skip
     """Measure teacher vs compressed student per dataset; write docs/benchmarks/optimize.* and benchmarks.md."""
     setup_logging()
+    if plot_only:
+        json_path = output / "benchmarks" / "optimize.json"
+        if not json_path.is_file():
+            raise click.ClickException(f"{json_path} does not exist: run the bench before --plot-only")
+        plot(json.loads(json_path.read_text()), json_path.with_suffix(".png"))
+        click.echo(f"written: {json_path.with_suffix('.png')}")
+        return
     if gpu_only:
         run_gpu_only(output)
         return

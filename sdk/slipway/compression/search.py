@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from torch import nn
 
+from slipway.compression import tradeoff
 from slipway.compression.onnx_export import export_onnx
 from slipway.compression.pruning import count_macs
 from slipway.core.config import DistillConfig, EvaluateConfig, ModelSpec, SearchConfig
@@ -171,19 +172,15 @@ def warm_start(model: nn.Module, previous: nn.Module) -> list[str]:
     return copied
 
 
+def point_of(trial: TrialResult) -> tradeoff.Point:
+    """The trial on the trade-off plot: green within the budget, red over it."""
+    colour = "tab:green" if trial.within_budget else "tab:red"
+    return tradeoff.Point(trial.key, trial.val_accuracy, trial.throughput_ips_b64, trial.size_bytes, colour)
+
+
 def pareto_front(trials: Sequence[TrialResult]) -> list[str]:
     """Keys of the trials no other trial beats on both validation accuracy and throughput, fastest first."""
-    front = [
-        t
-        for t in trials
-        if not any(
-            o.val_accuracy >= t.val_accuracy
-            and o.throughput_ips_b64 >= t.throughput_ips_b64
-            and (o.val_accuracy > t.val_accuracy or o.throughput_ips_b64 > t.throughput_ips_b64)
-            for o in trials
-        )
-    ]
-    return [t.key for t in sorted(front, key=lambda t: -t.throughput_ips_b64)]
+    return tradeoff.pareto_front([point_of(t) for t in trials])
 
 
 def distill_candidate(

@@ -1,9 +1,7 @@
 """The compression search's report for people: a Markdown table and the optimization plot.
 
-The plot puts every candidate at (throughput, validation accuracy), its marker area proportional to the
-model's size, draws the Pareto front and the accuracy budget, and rings the chosen candidate. Points are
-labelled with short numbers placed by a small collision check (no label overlaps another or leaves the axes),
-and a table under the axes says which candidate each number is: long names never crowd the plot.
+The plot is the trade-off plot (compression/tradeoff.py) of the candidates' validation accuracy against
+throughput, with the teacher's accuracy and the budget's floor drawn across it; over-budget candidates are red.
 """
 
 from __future__ import annotations
@@ -12,10 +10,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from slipway.compression.search import SearchReport, TrialResult
-
-# Label offsets tried in order (points, from the marker's centre): right, left, up, down, then the diagonals.
-OFFSETS = ((9, 0), (-9, 0), (0, 9), (0, -9), (9, 9), (-9, 9), (9, -9), (-9, -9), (16, 0), (-16, 0), (0, 16))
+from slipway.compression import tradeoff
+from slipway.compression.search import SearchReport, TrialResult, point_of
 
 
 def markdown(report: SearchReport, plot_png: Path | None = None) -> str:
@@ -46,96 +42,27 @@ def markdown(report: SearchReport, plot_png: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _label_positions(ax, points: list[tuple[float, float]]) -> list[tuple[int, int]]:
-    """An offset per point so that no label box overlaps another label, a marker centre or the axes edge."""
-    from matplotlib.transforms import Bbox
-
-    fig = ax.figure
-    fig.canvas.draw()
-    to_px = ax.transData.transform
-    px_per_pt = fig.dpi / 72
-    frame = ax.get_window_extent()
-    centres = [to_px(p) for p in points]
-    taken: list[Bbox] = []
-    chosen: list[tuple[int, int]] = []
-    half_w, half_h = 7 * px_per_pt, 5 * px_per_pt
-    for cx, cy in centres:
-        pick = OFFSETS[0]
-        for dx, dy in OFFSETS:
-            x, y = cx + dx * px_per_pt, cy + dy * px_per_pt
-            box = Bbox.from_extents(x - half_w, y - half_h, x + half_w, y + half_h)
-            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
-            clear = not any(box.overlaps(t) for t in taken)
-            off_markers = not any(box.contains(mx, my) for mx, my in centres)
-            if inside and clear and off_markers:
-                pick = (dx, dy)
-                break
-        x, y = cx + pick[0] * px_per_pt, cy + pick[1] * px_per_pt
-        taken.append(Bbox.from_extents(x - half_w, y - half_h, x + half_w, y + half_h))
-        chosen.append(pick)
-    return chosen
-
-
 def plot(report: SearchReport, path: Path) -> list[Any]:
     """Write the optimization plot (PNG); returns the point labels (matplotlib Text objects, for tests)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     trials: list[TrialResult] = report.trials
-    rows_h = 0.3 * (len(trials) + 1)  # inches for the table under the plot
-    fig, (ax, table) = plt.subplots(
-        2, 1, figsize=(7.5, 4.6 + rows_h), dpi=110, height_ratios=[4.2, rows_h], layout="constrained"
-    )
-    xs = [t.throughput_ips_b64 for t in trials]
-    ys = [t.val_accuracy for t in trials]
-    biggest = max(t.size_bytes for t in trials)
-    areas = [40 + 560 * t.size_bytes / biggest for t in trials]
-    colours = ["tab:green" if t.within_budget else "tab:red" for t in trials]
-    ax.scatter(xs, ys, s=areas, c=colours, alpha=0.55, edgecolors="black", linewidths=0.6, zorder=3)
-    front = [report.trial(k) for k in report.pareto]
-    ax.step(
-        [t.throughput_ips_b64 for t in front], [t.val_accuracy for t in front], where="post", color="tab:blue",
-        linewidth=1.4, label="Pareto front", zorder=2,
+    fig, [(ax, table)] = tradeoff.figure(panels=1, table_rows=len(trials))
+    labels = tradeoff.draw(
+        ax,
+        [point_of(t) for t in trials],
+        chosen=report.chosen,
+        references=[
+            tradeoff.Reference(
+                report.teacher_val_accuracy - report.budget_points / 100,
+                f"budget ({report.budget_points:g} points)", "--", "grey",
+            ),
+            tradeoff.Reference(report.teacher_val_accuracy, "teacher"),
+        ],
+        xlabel="throughput, images/s at batch 64 (ONNX Runtime FP32, log scale)",
+        ylabel="validation accuracy",
+        title="Compression search: marker area = model size, red = over budget",
     )  # fmt: skip
-    floor = report.teacher_val_accuracy - report.budget_points / 100
-    ax.axhline(
-        floor, color="grey", linestyle="--", linewidth=1, label=f"budget ({report.budget_points:g} points)"
-    )
-    ax.axhline(report.teacher_val_accuracy, color="black", linestyle=":", linewidth=1, label="teacher")
-    chosen = report.trial(report.chosen)
-    ax.scatter(
-        [chosen.throughput_ips_b64], [chosen.val_accuracy], s=areas[trials.index(chosen)] + 260,
-        facecolors="none", edgecolors="gold", linewidths=2.5, label=f"chosen: {chosen.key}", zorder=4,
-    )  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("throughput, images/s at batch 64 (ONNX Runtime FP32, log scale)")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("Compression search: marker area = model size")
-    ax.grid(True, alpha=0.3)
-    lo = min([*ys, floor]) - 0.01
-    hi = max([*ys, report.teacher_val_accuracy]) + 0.01
-    ax.set_ylim(lo, hi)
-    ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-    ax.legend(loc="best", fontsize=8, framealpha=0.85)
-    labels = []
-    for i, (offset, x, y) in enumerate(
-        zip(_label_positions(ax, list(zip(xs, ys, strict=True))), xs, ys, strict=True)
-    ):
-        labels.append(
-            ax.annotate(
-                str(i + 1),
-                (x, y),
-                xytext=offset,
-                textcoords="offset points",
-                ha="center",
-                va="center",
-                fontsize=9,
-                fontweight="bold",
-                zorder=5,
-            )
-        )
     rows = [
         [
             str(i),
@@ -148,13 +75,7 @@ def plot(report: SearchReport, path: Path) -> list[Any]:
         ]
         for i, t in enumerate(trials, 1)
     ]
-    table.axis("off")
-    table.table(
-        cellText=rows,
-        colLabels=["#", "candidate", "params", "KiB", "val acc", "drop pts", "img/s"],
-        loc="upper center",
-        cellLoc="center",
-    ).auto_set_font_size(True)
+    tradeoff.key_table(table, ["#", "candidate", "params", "KiB", "val acc", "drop pts", "img/s"], rows)
     fig.savefig(path, format="png")
     plt.close(fig)
     return labels
