@@ -73,3 +73,17 @@ def test_config_must_name_graph_tensors(repo_copy: Path) -> None:
 def test_empty_repository_refused(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="holds no model"):
         load_repository(tmp_path)
+
+
+def test_ort_threads_do_not_spin_unless_asked(model_repo: Path) -> None:
+    """Spinning ORT threads starve the server's event loop on small machines (docs/benchmarks.md); opt-in."""
+
+    def spinning(options: SessionOptions) -> set[str]:
+        model = load_model_dir(model_repo / "digits", options)
+        return {
+            s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+            for s in model.sessions
+        }
+
+    assert spinning(SessionOptions()) == {"0"}
+    assert spinning(SessionOptions(allow_spinning=True)) == {"1"}

@@ -50,6 +50,13 @@ log = logging.getLogger(__name__)
     "--threads", default=None, type=click.IntRange(1, 256), help="ORT intra-op threads per instance"
 )
 @click.option(
+    "--ort-spinning/--no-ort-spinning",
+    default=False,
+    show_default=True,
+    help="let ONNX Runtime's threads busy-wait between runs (ORT's default; off here: it starves the server's "
+    "event loop on small machines)",
+)
+@click.option(
     "--max-queue", default=256, show_default=True, type=click.IntRange(1), help="queued requests per model"
 )
 @option(
@@ -128,6 +135,7 @@ def serve(
     metrics_port: int,
     metrics_address: str | None,
     threads: int | None,
+    ort_spinning: bool,
     max_queue: int,
     timeout_s: float,
     max_body_bytes: int,
@@ -171,6 +179,7 @@ def serve(
         http_restricted=http_restricted,
         grpc_restricted=grpc_restricted,
         require_digest=require_digest,
+        ort_spinning=ort_spinning,
         repository_poll_secs=DEFAULT_POLL_SECS if repository_poll_secs is None else repository_poll_secs,
     )
     try:

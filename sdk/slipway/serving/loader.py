@@ -174,12 +174,18 @@ class LoadedModel:
 @dataclass(frozen=True)
 class SessionOptions:
     """How models load: ORT threads per session (None lets ONNX Runtime decide: all cores), CUDA when a config
-    asks for a GPU, and whether a model without Slipway's metadata sidecar (no digest to check) is refused."""
+    asks for a GPU, and whether a model without Slipway's metadata sidecar (no digest to check) is refused.
+
+    `allow_spinning` is off: ONNX Runtime's intra-op threads otherwise busy-wait after every run, and at
+    1,000 single-image requests/s on 2 cores they took the CPU the server's own event loop needs (gRPC p99
+    194 ms with spinning, 6.5 ms without; docs/benchmarks.md). Triton keeps ORT's default; Slipway's server
+    shares its cores with a Python event loop, so it differs on purpose (`slipway serve --ort-spinning`)."""
 
     intra_op_threads: int | None = None
     inter_op_threads: int = 1
     prefer_cuda: bool = True
     require_digest: bool = False
+    allow_spinning: bool = False
 
 
 def _tensor_info(model: str, tensor: mc.ModelInput | mc.ModelOutput) -> TensorInfo:
@@ -496,6 +502,7 @@ def _new_session(source: _ModelSource, options: SessionOptions, kind: int) -> Tr
         so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = options.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
     return TritonSession(source.data, sess_options=so, providers=_providers(options.prefer_cuda, kind))
 
 

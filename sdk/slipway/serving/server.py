@@ -187,7 +187,9 @@ def build_service(
     when the server stopped) resumes its split: both versions load, and a file that no longer parses or names a
     missing version refuses the start, naming it.
     """
-    session_options = SessionOptions(intra_op_threads=threads, require_digest=options.require_digest)
+    session_options = SessionOptions(
+        intra_op_threads=threads, require_digest=options.require_digest, allow_spinning=options.ort_spinning
+    )
     snapshot = scan_repository(repo) if model_control_mode == "poll" else None
     names = startup_models(repo, model_control_mode, load_models)
     experiments = resume_experiments(repo, names, session_options)
@@ -446,6 +448,8 @@ def start_server(
         argv.append("--require-digest")
     if threads:
         argv += ["--threads", str(threads)]
+    if options.ort_spinning:
+        argv.append("--ort-spinning")
     argv += ["--model-control-mode", model_control_mode]
     if model_control_mode == "poll":
         argv += ["--repository-poll-secs", str(options.repository_poll_secs)]

@@ -98,6 +98,8 @@ class ServerOptions:
     require_digest: bool = False
     # Triton's --repository-poll-secs: how often model control mode poll rescans the repository (0: never)
     repository_poll_secs: float = DEFAULT_POLL_SECS
+    # `--ort-spinning`: let ONNX Runtime's intra-op threads busy-wait between runs (off: see SessionOptions)
+    ort_spinning: bool = False
 
 
 def message_to_dict(message: Message) -> dict[str, Any]:
