@@ -81,7 +81,11 @@ def test_base_images_are_pinned(dockerfile: Path) -> None:
     assert "latest" not in dockerfile.read_text(), f"{dockerfile.name} mentions `latest`"
 
 
-@dockerfiles
+@pytest.mark.parametrize(
+    "dockerfile",
+    [IMAGES_DIR / images.DOCKERFILES[image] for image in images.PROJECT_IMAGES],
+    ids=[images.DOCKERFILES[image] for image in images.PROJECT_IMAGES],
+)
 def test_project_installs_with_the_constraints_file(dockerfile: Path) -> None:
     runs = " ".join(arg for kind, arg in _instructions(dockerfile) if kind == "RUN")
     assert "torch==2.13.0" in runs, f"{dockerfile.name}: torch is not installed pinned"
@@ -109,6 +113,24 @@ def test_gpu_image_matches_the_triton_release() -> None:
     assert _resolve(args["BASE_IMAGE"], args) == f"nvcr.io/nvidia/pytorch:{images.TRITON_RELEASE}-py3"
     assert args["TENSORRT_VERSION"] == images.TENSORRT_VERSION
     assert f"nvcr.io/nvidia/tritonserver:{images.TRITON_RELEASE}-py3" == images.TRITON_IMAGE
+
+
+def test_triton_torch_image_pins_the_compiling_torch_on_the_serving_triton() -> None:
+    """.pt2 packages run only on the torch that compiled them: the image that serves them pins that torch, on
+    the same Triton release as the ONNX/TensorRT runtime, and carries no Slipway code."""
+    dockerfile = IMAGES_DIR / images.DOCKERFILES[images.TRITON_TORCH_IMAGE]
+    args = _args(dockerfile)
+    assert args["NGC_RELEASE"] == images.TRITON_RELEASE
+    assert _resolve(args["BASE_IMAGE"], args) == images.TRITON_IMAGE
+    assert args["TORCH_VERSION"] == images.AOTI_TORCH_VERSION
+    assert (
+        args["TORCH_VERSION"] in images.TRITON_TORCH_IMAGE
+        and images.TRITON_RELEASE in images.TRITON_TORCH_IMAGE
+    )
+    runs = _resolve(" ".join(arg for kind, arg in _instructions(dockerfile) if kind == "RUN"), args)
+    assert re.search(rf'pip install [^&]*"torch=={re.escape(images.AOTI_TORCH_VERSION)}" --index-url', runs)
+    copies = [arg for kind, arg in _instructions(dockerfile) if kind in {"COPY", "ADD"}]
+    assert not copies, f"{dockerfile.name} copies {copies}: model.py needs only torch and numpy"
 
 
 @dockerfiles

@@ -32,18 +32,28 @@ def test_every_object_is_valid(kustomize_build: Build, target: Path) -> None:
     )
 
 
+# ClusterServingRuntime -> (its image, the model formats it serves)
+RUNTIMES = {
+    "slipway-triton": (images.TRITON_IMAGE, {"onnx", "tensorrt"}),
+    "slipway-triton-torch": (images.TRITON_TORCH_IMAGE, {"aoti"}),
+}
+runtimes = pytest.mark.parametrize("runtime_name", RUNTIMES)
+
+
 @targets
-def test_triton_runtime_matches_the_image_contract(kustomize_build: Build, target: Path) -> None:
-    runtime = one_object(kustomize_build(target), "ClusterServingRuntime", "slipway-triton")
+@runtimes
+def test_triton_runtime_matches_the_image_contract(
+    kustomize_build: Build, target: Path, runtime_name: str
+) -> None:
+    runtime = one_object(kustomize_build(target), "ClusterServingRuntime", runtime_name)
+    image, formats = RUNTIMES[runtime_name]
     (container,) = runtime["spec"]["containers"]
-    assert container["image"] == images.TRITON_IMAGE, (
-        "runtime image differs from slipway.core.images.TRITON_IMAGE"
-    )
+    assert container["image"] == image, f"runtime image differs from slipway.core.images ({image})"
     assert container["args"][0] == "tritonserver", "the container lost its command (a patch replaced it?)"
     assert "--metrics-config=summary_latencies=true" in container["args"], (
         "the chart's p99 alert needs summaries"
     )
-    assert {f["name"] for f in runtime["spec"]["supportedModelFormats"]} == {"onnx", "tensorrt"}
+    assert {f["name"] for f in runtime["spec"]["supportedModelFormats"]} == formats
     assert runtime["spec"]["protocolVersions"] == ["v2", "grpc-v2"]
     probe = container["readinessProbe"]["httpGet"]
     assert probe["path"] == "/v2/health/ready", (
@@ -53,8 +63,20 @@ def test_triton_runtime_matches_the_image_contract(kustomize_build: Build, targe
 
 
 @targets
-def test_triton_runs_locked_down(kustomize_build: Build, target: Path) -> None:
-    runtime = one_object(kustomize_build(target), "ClusterServingRuntime", "slipway-triton")
+def test_the_torch_runtime_writes_only_to_its_tmp_and_shm_volumes(
+    kustomize_build: Build, target: Path
+) -> None:
+    spec = one_object(kustomize_build(target), "ClusterServingRuntime", "slipway-triton-torch")["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v["emptyDir"] for v in spec["volumes"]}
+    assert mounts == {"/tmp": "tmp", "/dev/shm": "shm"}
+    assert volumes["shm"]["medium"] == "Memory" and all(v.get("sizeLimit") for v in volumes.values())
+
+
+@targets
+@runtimes
+def test_triton_runs_locked_down(kustomize_build: Build, target: Path, runtime_name: str) -> None:
+    runtime = one_object(kustomize_build(target), "ClusterServingRuntime", runtime_name)
     for where, _, containers in pod_specs(runtime):
         for container in containers:
             context = container["securityContext"]
@@ -101,26 +123,33 @@ def test_triton_metrics_are_scraped_with_the_labels_the_chart_alerts_on(
 
 
 @pytest.mark.parametrize("overlay", GPU_OVERLAYS)
-def test_gpu_overlays_put_triton_on_gpu_nodes(kustomize_build: Build, overlay: str) -> None:
-    spec = one_object(kustomize_build(KUSTOMIZE_TARGETS[overlay]), "ClusterServingRuntime")["spec"]
+@runtimes
+def test_gpu_overlays_put_triton_on_gpu_nodes(
+    kustomize_build: Build, overlay: str, runtime_name: str
+) -> None:
+    objects = kustomize_build(KUSTOMIZE_TARGETS[overlay])
+    spec = one_object(objects, "ClusterServingRuntime", runtime_name)["spec"]
     resources = spec["containers"][0]["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
 
 
-def test_dev_overlay_stays_on_cpu(kustomize_build: Build) -> None:
-    spec = one_object(kustomize_build(KUSTOMIZE_TARGETS["dev"]), "ClusterServingRuntime")["spec"]
+@runtimes
+def test_dev_overlay_stays_on_cpu(kustomize_build: Build, runtime_name: str) -> None:
+    objects = kustomize_build(KUSTOMIZE_TARGETS["dev"])
+    spec = one_object(objects, "ClusterServingRuntime", runtime_name)["spec"]
     assert "nvidia.com/gpu" not in spec["containers"][0]["resources"]["limits"]
     assert "nodeSelector" not in spec
 
 
-def test_prod_overlay_limits_disruption_and_raises_limits(kustomize_build: Build) -> None:
+@runtimes
+def test_prod_overlay_limits_disruption_and_raises_limits(kustomize_build: Build, runtime_name: str) -> None:
     objects = kustomize_build(KUSTOMIZE_TARGETS["prod"])
     pdb = one_object(objects, "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
-    gpu_limits = one_object(kustomize_build(KUSTOMIZE_TARGETS["gpu"]), "ClusterServingRuntime")
-    prod_limits = one_object(objects, "ClusterServingRuntime")
+    gpu_limits = one_object(kustomize_build(KUSTOMIZE_TARGETS["gpu"]), "ClusterServingRuntime", runtime_name)
+    prod_limits = one_object(objects, "ClusterServingRuntime", runtime_name)
     gpu_memory = gpu_limits["spec"]["containers"][0]["resources"]["limits"]["memory"]
     prod_memory = prod_limits["spec"]["containers"][0]["resources"]["limits"]["memory"]
     assert int(prod_memory.removesuffix("Gi")) > int(gpu_memory.removesuffix("Gi"))

@@ -20,6 +20,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from serving_helpers import INPUT_SHAPE, digits_cnn
 
+from slipway.cluster.kserve import ResourceSettings, build_inference_service
 from slipway.compression.aoti import aoti_predictor, check_aoti_parity, compile_aoti
 from slipway.core.aoti_package import check_serving_compatibility
 from slipway.core.artifacts import read_metadata, write_metadata
@@ -235,12 +236,17 @@ def test_deploy_refuses_a_package_the_serving_side_cannot_run(repo: Path, tmp_pa
     write_metadata(package, meta.model_copy(update={"torch_version": "2.12.0"}))
     with pytest.raises(ConfigError, match=r"compiled with torch 2\.12\.0, but this machine runs torch 2\.13"):
         check_aoti_target(_target("local"), model_dir.parent, MODEL)
+    # In the cluster the InferenceService builder checks the package against the Triton-with-torch image.
     write_metadata(package, meta.model_copy(update={"compute_capability": "8.0"}))
+    other_gpu = check_aoti_target(_target("kserve"), model_dir.parent, MODEL)
     with pytest.raises(
         ConfigError, match=r"compute capability 8\.0, but the serving image .* capability 9\.0"
     ):
-        check_aoti_target(_target("kserve"), model_dir.parent, MODEL)
-    write_metadata(package, meta)  # compatible with the image, but the cluster runtime has no torch yet
-    with pytest.raises(ConfigError, match="ServingRuntime has no such image yet"):
-        check_aoti_target(_target("kserve"), model_dir.parent, MODEL)
-    check_aoti_target(_target("none"), model_dir.parent, MODEL)
+        build_inference_service(
+            "digits-pt2", "ns", "s3://b/repo", "aoti", artifact=other_gpu, resources=ResourceSettings(gpu=1)
+        )
+    write_metadata(package, meta)  # compiled here, for the CPU, by the image's torch release
+    served = check_aoti_target(_target("kserve"), model_dir.parent, MODEL)
+    body = build_inference_service("digits-pt2", "ns", "s3://b/repo", "aoti", artifact=served)
+    assert body["spec"]["predictor"]["model"]["runtime"] == "slipway-triton-torch"
+    assert check_aoti_target(_target("none"), model_dir.parent, MODEL) is None

@@ -135,6 +135,53 @@ def test_tensorrt_plan_needs_metadata_and_matching_release_passes() -> None:
         build_inference_service("mnist", "models", "s3://m/onnx", "onnx", artifact=_artifact())
 
 
+def _package(torch_version: str = images.AOTI_TORCH_VERSION + "+cpu", cc: str | None = None) -> ModelArtifact:
+    return _artifact("aoti", None).model_copy(
+        update={"file": "model.pt2", "torch_version": torch_version, "compute_capability": cc}
+    )
+
+
+def test_an_aoti_package_goes_to_the_triton_torch_runtime() -> None:
+    body = build_inference_service("mnist", "models", "s3://m/pt2", "aoti", artifact=_package())
+    model = body["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "aoti"} and model["runtime"] == "slipway-triton-torch"
+    validate_inference_service(body)
+    gpu = build_inference_service(
+        "mnist", "models", "s3://m/pt2", "aoti", artifact=_package(cc=images.SERVING_COMPUTE_CAPABILITY),
+        resources=ResourceSettings(gpu=1),
+    )  # fmt: skip
+    assert gpu["spec"]["predictor"]["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("artifact", "gpus", "named"),
+    [
+        (None, 0, "must come with its metadata"),
+        (_package("2.12.0+cpu"), 0, "compiled with torch 2.12.0"),
+        (_package(cc="8.0"), 1, "compute capability 8.0"),
+        (_package(cc=images.SERVING_COMPUTE_CAPABILITY), 0, "needs a GPU"),
+    ],
+)
+def test_an_aoti_package_the_serving_image_cannot_run_is_refused(
+    artifact: ModelArtifact | None, gpus: int, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        build_inference_service(
+            "mnist", "models", "s3://m/pt2", "aoti", artifact=artifact, resources=ResourceSettings(gpu=gpus)
+        )
+
+
+def test_a_runtime_that_cannot_serve_the_format_is_refused_naming_the_right_one() -> None:
+    with pytest.raises(
+        ConfigError, match=r"runtime 'slipway-triton' serves onnx, tensorrt, not 'aoti'.*slipway-triton-torch"
+    ):
+        build_inference_service(
+            "mnist", "models", "s3://m/pt2", "aoti", artifact=_package(), runtime="slipway-triton"
+        )
+    with pytest.raises(ConfigError, match="'slipway-triton-torch' serves aoti, not 'onnx'"):
+        build_inference_service("mnist", "models", "s3://m/onnx", "onnx", runtime="slipway-triton-torch")
+
+
 @pytest.mark.parametrize("mode", ["Standard", "RawDeployment"])
 def test_canary_in_standard_mode_is_refused_at_build_time(mode: str) -> None:
     with pytest.raises(ConfigError, match="ignored by KServe"):

@@ -20,6 +20,8 @@ from kubernetes import client as k8s
 from slipway.cluster.kserve import build_inference_service
 from slipway.cluster.prometheus import PrometheusClient
 from slipway.cluster.rollout import Rollout, RolloutSettings, WaitProgress
+from slipway.core import images
+from slipway.core.artifacts import ModelArtifact, TensorSpec
 
 try:
     from k8s_double import FakeClock, KServeDouble
@@ -154,3 +156,29 @@ def test_a_held_canary_exits_5_with_its_document(live_double: KServeDouble, tmp_
     done = _slipway("deploy", NAME, *common, *args)
     assert done.returncode == 5, done.stderr
     assert json.loads(done.stdout)["outcome"] == "held"
+
+
+def test_deploy_sends_an_aoti_package_to_the_triton_with_torch_runtime(
+    live_double: KServeDouble, tmp_path: Path
+) -> None:
+    kubeconfig = str(_kubeconfig(tmp_path, live_double.url))
+    common = ["-n", NS, "--kubeconfig", kubeconfig, "--poll-interval", "20ms"]
+    meta = tmp_path / "model.pt2.meta.json"
+
+    def package(torch_version: str) -> list[str]:
+        spec = [TensorSpec(name="input", dtype="float32", shape=[-1, 1, 8, 8])]
+        artifact = ModelArtifact(
+            file="model.pt2", sha256="0" * 64, size_bytes=10, framework="aoti", precision="fp32", inputs=spec,
+            outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, 10])], torch_version=torch_version,
+        )  # fmt: skip
+        meta.write_text(artifact.model_dump_json())
+        return ["--storage-uri", V1, "--format", "aoti", "--artifact-metadata", str(meta)]
+
+    done = _slipway("deploy", NAME, *common, *package(f"{images.AOTI_TORCH_VERSION}+cpu"))
+    assert done.returncode == 0, done.stderr
+    model = live_double.stored(NS, NAME)["spec"]["predictor"]["model"]
+    assert model["runtime"] == "slipway-triton-torch" and model["modelFormat"] == {"name": "aoti"}
+    # compiled by another torch release: refused before anything is applied, naming both releases
+    done = _slipway("deploy", "other", *common, *package("2.12.0+cpu"))
+    assert done.returncode == 2 and "compiled with torch 2.12.0" in done.stderr
+    assert f"runs torch {images.AOTI_TORCH_VERSION}" in done.stderr and not live_double.exists(NS, "other")

@@ -146,7 +146,13 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
 @click.command("deploy")
 @_cluster_options
 @click.option("--storage-uri", required=True, help="Triton model repository root (s3://, gs://, pvc://)")
-@click.option("--format", "model_format", type=click.Choice(["onnx", "tensorrt"]), required=True)
+@click.option(
+    "--format",
+    "model_format",
+    type=click.Choice(["onnx", "tensorrt", "aoti"]),
+    required=True,
+    help="aoti: an AOTInductor package (model.pt2), served by Triton with torch; needs --artifact-metadata",
+)
 @click.option(
     "--artifact-metadata", type=click.Path(exists=True, dir_okay=False), help="model file or .meta.json"
 )
@@ -159,7 +165,10 @@ def _load_artifact(path: str | None) -> ModelArtifact | None:
     help="100: no canary",
 )
 @click.option(
-    "--runtime", type=click.Choice(["slipway-triton", "kserve-tritonserver"]), default="slipway-triton"
+    "--runtime",
+    type=click.Choice(["slipway-triton", "slipway-triton-torch", "kserve-tritonserver"]),
+    default=None,
+    help="ServingRuntime [default: slipway-triton-torch for --format aoti, slipway-triton otherwise]",
 )
 @click.option(
     "--deployment-mode",

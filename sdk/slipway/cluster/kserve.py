@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slipway.core import images
+from slipway.core.aoti_package import check_serving_compatibility
 from slipway.core.artifacts import ModelArtifact
 from slipway.core.errors import ConfigError
 
@@ -39,9 +40,16 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
 KSERVE_TRITON_RUNTIME: Final = "kserve-tritonserver"
 SLIPWAY_TRITON_RUNTIME: Final = "slipway-triton"
+SLIPWAY_TRITON_TORCH_RUNTIME: Final = "slipway-triton-torch"
 
-ModelFormat = Literal["onnx", "tensorrt"]
-Runtime = Literal["kserve-tritonserver", "slipway-triton"]
+ModelFormat = Literal["onnx", "tensorrt", "aoti"]
+Runtime = Literal["kserve-tritonserver", "slipway-triton", "slipway-triton-torch"]
+# What each runtime serves (manifests/base/*-runtime.yaml); aoti: AOTInductor packages on Triton's Python backend.
+RUNTIME_FORMATS: Final[dict[str, frozenset[str]]] = {
+    KSERVE_TRITON_RUNTIME: frozenset({"onnx", "tensorrt"}),
+    SLIPWAY_TRITON_RUNTIME: frozenset({"onnx", "tensorrt"}),
+    SLIPWAY_TRITON_TORCH_RUNTIME: frozenset({"aoti"}),
+}
 # KServe >= 0.15 names the modes Knative / Standard; Serverless / RawDeployment are the legacy spellings
 # it still accepts and normalises (pkg/constants ParseDeploymentMode).
 DeploymentMode = Literal["Knative", "Serverless", "Standard", "RawDeployment"]
@@ -162,15 +170,29 @@ class InferenceServiceSettings(StrictSettings):
             raise ValueError(
                 f"explainer: slipway serve (the explainer) serves ONNX models; model_format is {self.model_format!r}"
             )
+        if self.model_format not in RUNTIME_FORMATS[self.runtime]:
+            raise ValueError(
+                f"runtime {self.runtime!r} serves {', '.join(sorted(RUNTIME_FORMATS[self.runtime]))}, not "
+                f"{self.model_format!r}; use runtime {default_runtime(self.model_format)!r}"
+            )
         return self
 
 
-def check_tensorrt_compatibility(artifact: ModelArtifact | None, model_format: ModelFormat) -> None:
-    """Refuse a TensorRT plan not built by the TensorRT inside our Triton image: plans are not portable."""
+def default_runtime(model_format: ModelFormat) -> Runtime:
+    """The Slipway runtime that serves a format: Triton with torch for .pt2 packages, plain Triton otherwise."""
+    return SLIPWAY_TRITON_TORCH_RUNTIME if model_format == "aoti" else SLIPWAY_TRITON_RUNTIME
+
+
+def check_serving_image(artifact: ModelArtifact | None, model_format: ModelFormat, gpus: int) -> None:
+    """Refuse a model the serving image cannot run: a TensorRT plan not built by the TensorRT inside our
+    Triton image, an AOTInductor package not compiled by the torch of the Triton-with-torch image (or for
+    another GPU than the serving nodes', or for a GPU with no GPU requested). Both are not portable."""
     if artifact is not None and artifact.framework != model_format:
         raise ConfigError(
             f"model_format is {model_format!r} but the artifact metadata says framework={artifact.framework!r}"
         )
+    if model_format == "aoti":
+        _check_aoti_package(artifact, gpus)
     if model_format != "tensorrt":
         return
     if artifact is None or not artifact.tensorrt_version:
@@ -188,13 +210,29 @@ def check_tensorrt_compatibility(artifact: ModelArtifact | None, model_format: M
         )
 
 
+def _check_aoti_package(artifact: ModelArtifact | None, gpus: int) -> None:
+    if artifact is None:
+        raise ConfigError(
+            "an AOTInductor package must come with its metadata (torch_version, compute_capability): it runs only "
+            f"on the torch that compiled it ({images.TRITON_TORCH_IMAGE} runs torch {images.AOTI_TORCH_VERSION})"
+        )
+    capability = images.SERVING_COMPUTE_CAPABILITY if artifact.compute_capability else None
+    image = f"the serving image {images.TRITON_TORCH_IMAGE} (torch {images.AOTI_TORCH_VERSION})"
+    check_serving_compatibility(artifact, images.AOTI_TORCH_VERSION, capability, image)
+    if artifact.compute_capability and not gpus:
+        raise ConfigError(
+            f"{artifact.file}: compiled for CUDA compute capability {artifact.compute_capability}, so it needs a "
+            "GPU: request one (resources.gpu / --gpu 1)"
+        )
+
+
 def build_inference_service(
     name: str,
     namespace: str,
     storage_uri: str,
     model_format: ModelFormat,
     *,
-    runtime: Runtime = SLIPWAY_TRITON_RUNTIME,
+    runtime: Runtime | None = None,
     resources: ResourceSettings | None = None,
     min_replicas: int = 1,
     max_replicas: int = 1,
@@ -205,20 +243,22 @@ def build_inference_service(
     artifact: ModelArtifact | None = None,
     explainer: ExplainerSettings | None = None,
 ) -> dict[str, Any]:
-    """Build and validate an InferenceService dict; raises ConfigError naming the wrong setting."""
+    """Build and validate an InferenceService dict; raises ConfigError naming the wrong setting. `runtime`
+    None: the Slipway runtime for the format (default_runtime)."""
     if explainer is not None and model_format != "onnx":
         raise ConfigError(
             f"explainer: slipway serve (the explainer) serves ONNX models; model_format is {model_format!r}"
         )
-    check_tensorrt_compatibility(artifact, model_format)
+    resources = resources or ResourceSettings()
+    check_serving_image(artifact, model_format, resources.gpu)
     try:
         settings = InferenceServiceSettings(
             name=name,
             namespace=namespace,
             storage_uri=storage_uri,
             model_format=model_format,
-            runtime=runtime,
-            resources=resources or ResourceSettings(),
+            runtime=runtime or default_runtime(model_format),
+            resources=resources,
             min_replicas=min_replicas,
             max_replicas=max_replicas,
             canary_traffic_percent=canary_traffic_percent,

@@ -19,9 +19,17 @@ SERVING_COMPUTE_CAPABILITY = "9.0"  # H100/H200 serving nodes; compile CUDA pack
 
 CPU_IMAGE = f"{REGISTRY}/slipway-cpu:{__version__}"
 GPU_IMAGE = f"{REGISTRY}/slipway-gpu:{__version__}-trt{TENSORRT_VERSION}"
+# TRITON_IMAGE plus torch AOTI_TORCH_VERSION for the Python backend: serves .pt2 packages (ClusterServingRuntime
+# slipway-triton-torch); it holds no Slipway code (the model folder's model.py imports only torch and numpy).
+TRITON_TORCH_IMAGE = (
+    f"{REGISTRY}/slipway-triton-torch:{__version__}-{TRITON_RELEASE}-torch{AOTI_TORCH_VERSION}"
+)
 
 # image -> Dockerfile under components/images/ that builds it
 DOCKERFILES = {
     CPU_IMAGE: "Dockerfile.cpu",
     GPU_IMAGE: "Dockerfile.gpu",
+    TRITON_TORCH_IMAGE: "Dockerfile.triton-torch",
 }
+# The images that carry the Slipway project (installed with constraints.txt); the others only serve models.
+PROJECT_IMAGES = (CPU_IMAGE, GPU_IMAGE)

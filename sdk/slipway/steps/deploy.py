@@ -14,28 +14,27 @@ from typing import Any
 
 from slipway import registry
 from slipway.cluster.storage import s3_uri
-from slipway.core import images
 from slipway.core.aoti_package import PACKAGE_FILE, check_serving_compatibility
-from slipway.core.artifacts import read_metadata
+from slipway.core.artifacts import ModelArtifact, read_metadata
 from slipway.core.config import SlipwayConfig
-from slipway.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def check_aoti_target(cfg: SlipwayConfig, repo_dir: Path, model: str) -> None:
-    """Refuse, before anything is served, an AOTInductor package (the packaged version's model.pt2) that the
-    serving side cannot run: compiled by another torch release, or for another device or compute capability.
-    Locally the serving side is this machine; in the cluster, the serving image's declared torch and GPU nodes
-    (slipway.core.images). ONNX and TensorRT models pass untouched."""
+def check_aoti_target(cfg: SlipwayConfig, repo_dir: Path, model: str) -> ModelArtifact | None:
+    """The packaged version's AOTInductor package (model.pt2) metadata, None for ONNX and TensorRT models.
+
+    Locally it is refused here, before anything is served, when this machine cannot run it (compiled by another
+    torch release, or for another device or compute capability); in the cluster build_inference_service refuses
+    it against the Triton-with-torch image (slipway.core.images.TRITON_TORCH_IMAGE) before anything is applied."""
     from slipway.serving.triton_repository import model_versions
 
     model_dir = repo_dir / model
     if cfg.deploy.target == "none" or not model_dir.is_dir() or not model_versions(model_dir):
-        return
+        return None
     package = model_dir / str(model_versions(model_dir)[-1]) / PACKAGE_FILE
     if not package.is_file():
-        return
+        return None
     artifact = read_metadata(package)
     if cfg.deploy.target == "local":
         import torch
@@ -43,15 +42,7 @@ def check_aoti_target(cfg: SlipwayConfig, repo_dir: Path, model: str) -> None:
         from slipway.serving.torch_runtime import local_capability
 
         check_serving_compatibility(artifact, torch.__version__, local_capability(), "this machine")
-        return
-    image = f"the serving image ({images.TRITON_IMAGE} with torch {images.AOTI_TORCH_VERSION})"
-    capability = images.SERVING_COMPUTE_CAPABILITY if artifact.compute_capability else None
-    check_serving_compatibility(artifact, images.AOTI_TORCH_VERSION, capability, image)
-    raise ConfigError(
-        f"{package}: an AOTInductor package is served in the cluster by Triton's Python backend with torch "
-        f"{images.AOTI_TORCH_VERSION}, and the cluster's ServingRuntime has no such image yet: deploy.target "
-        "kserve takes ONNX and TensorRT models (serve the .pt2 with deploy.target local)"
-    )
+    return artifact
 
 
 def deploy_local(repo_dir: Path, model: str) -> dict[str, Any]:
@@ -90,7 +81,10 @@ def deploy_to_server(repo_dir: Path, model: str, url: str, served_repository: Pa
     return {"served_version": str(version), "smoke": {"http": smoke_test(url, model, "http")}}
 
 
-def deploy_kserve(cfg: SlipwayConfig, repo_uri: str, model: str) -> dict[str, Any]:
+def deploy_kserve(
+    cfg: SlipwayConfig, repo_uri: str, model: str, package: ModelArtifact | None = None
+) -> dict[str, Any]:
+    """A canary rollout of the repository on KServe: Triton for ONNX, Triton with torch for a .pt2 package."""
     from slipway.cluster.kserve import ExplainerSettings, build_inference_service
     from slipway.cluster.kube import custom_objects_api
     from slipway.cluster.prometheus import PrometheusClient
@@ -101,7 +95,8 @@ def deploy_kserve(cfg: SlipwayConfig, repo_uri: str, model: str) -> dict[str, An
         d.name or model,
         d.namespace,
         s3_uri(repo_uri),
-        "onnx",
+        "aoti" if package is not None else "onnx",
+        artifact=package,
         canary_traffic_percent=d.canary_traffic_percent,
         logger_url=d.logger_url,
         service_account=d.service_account,
@@ -122,7 +117,7 @@ def deploy_kserve(cfg: SlipwayConfig, repo_uri: str, model: str) -> dict[str, An
 def deploy_model(cfg: SlipwayConfig, run_id: str, repo_dir: Path, repo_uri: str) -> dict[str, Any]:
     """Deploy the packaged repository where `deploy.target` says; the outcome is tagged on the MLflow run."""
     model = cfg.registry.model_name
-    check_aoti_target(cfg, repo_dir, model)
+    package = check_aoti_target(cfg, repo_dir, model)
     if cfg.deploy.target == "none":
         outcome: dict[str, Any] = {"target": "none", "model": model}
     elif cfg.deploy.target == "local" and cfg.deploy.serve_url and cfg.deploy.serve_repository:
@@ -131,7 +126,7 @@ def deploy_model(cfg: SlipwayConfig, run_id: str, repo_dir: Path, repo_uri: str)
     elif cfg.deploy.target == "local":
         outcome = deploy_local(repo_dir, model)
     else:
-        outcome = deploy_kserve(cfg, repo_uri, model)
+        outcome = deploy_kserve(cfg, repo_uri, model, package)
     registry.set_tags(cfg.registry, run_id, {"slipway.deploy": {k: outcome[k] for k in ("target", "model")}})
     log.info("deployed %s to %s", model, cfg.deploy.target)
     return outcome
