@@ -18,7 +18,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "charts" / "slipway"
 MANIFESTS_DIR = REPO_ROOT / "manifests"
-IMAGES_DIR = REPO_ROOT / "components" / "images"
+IMAGES_DIR = REPO_ROOT / "images"
 
 RELEASE = "demo"
 NAMESPACE = "models"

@@ -27,7 +27,7 @@ HEAVY = (
 def test_import_linter_contracts_hold() -> None:
     """cli -> pipelines -> components -> steps -> domain -> core; components call only the steps."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "lint_imports.py")],
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
         capture_output=True,
         text=True,
         timeout=300,

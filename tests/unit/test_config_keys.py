@@ -27,7 +27,7 @@ from slipway.core.schema import StrictModel
 from slipway.training.loop import distillation_loss, train
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIRS = ("sdk/slipway", "components", "pipelines")  # slipway, slipway.components, slipway.pipelines
+PACKAGE_DIRS = ("sdk/slipway",)
 SCHEMA_FILES = ("sdk/slipway/core/config.py", "sdk/slipway/core/cluster_config.py")
 
 # Keys read in a way an attribute search cannot see (getattr with a string, a model_dump() passed on).

@@ -1,6 +1,6 @@
 """What the package imports is what pyproject.toml declares, and constraints.txt pins it (issue #15, items 14-16).
 
-Imports are read with ast from sdk/, components/ and pipelines/ (the installed package), including modules loaded by
+Imports are read with ast from sdk/ (the installed package), including modules loaded by
 name (`importlib.import_module("x")`, `importlib.util.find_spec("x")`), and mapped to distributions with the
 installed venv's `importlib.metadata.packages_distributions()`. A distribution that is only there transitively
 (through kfp, mlflow, kserve...) is not enough: a release of those may drop it.
@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIRS = ("sdk", "components", "pipelines")
+PACKAGE_DIRS = ("sdk",)
 FIRST_PARTY = {"slipway"}
 # Imported, but deliberately not a dependency: name -> why.
 OPTIONAL_IMPORTS = {

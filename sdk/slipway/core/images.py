@@ -25,7 +25,7 @@ TRITON_TORCH_IMAGE = (
     f"{REGISTRY}/slipway-triton-torch:{__version__}-{TRITON_RELEASE}-torch{AOTI_TORCH_VERSION}"
 )
 
-# image -> Dockerfile under components/images/ that builds it
+# image -> Dockerfile under images/ (the repository's top-level folder) that builds it
 DOCKERFILES = {
     CPU_IMAGE: "Dockerfile.cpu",
     GPU_IMAGE: "Dockerfile.gpu",
