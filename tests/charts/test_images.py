@@ -41,9 +41,7 @@ def _resolve(reference: str, args: dict[str, str]) -> str:
 def test_every_image_has_its_dockerfile() -> None:
     assert images.DOCKERFILES, "slipway.core.images.DOCKERFILES is empty"
     missing = [name for name in images.DOCKERFILES.values() if not (IMAGES_DIR / name).is_file()]
-    assert not missing, (
-        f"Dockerfiles named in slipway.core.images but absent from images/: {missing}"
-    )
+    assert not missing, f"Dockerfiles named in slipway.core.images but absent from images/: {missing}"
 
 
 @dockerfiles

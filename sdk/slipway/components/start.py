@@ -21,7 +21,7 @@ def start_run(
     min_accuracy: float = -1.0,
     max_accuracy_drop: float = -1.0,
     model_name: str = "",
-) -> NamedTuple(
+) -> NamedTuple(  # type: ignore[valid-type]  # KFP reads the outputs from this call
     "Outputs",
     [
         ("run_id", str),
@@ -55,4 +55,4 @@ def start_run(
     start = steps.start_run(config, run_key, parameters, pipeline)
     fields = [("run_id", str), ("config", dict), *((name, dict) for name in start.slices)]
     outputs = NamedTuple("Outputs", fields)  # type: ignore[misc]
-    return outputs(start.run_id, start.config, *start.slices.values())
+    return outputs(start.run_id, start.config, *start.slices.values())  # type: ignore[call-arg]

@@ -6,11 +6,13 @@ Imports components and core; imported only by the CLI (compile, run locally, sub
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from slipway.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kfp.dsl.graph_component import GraphComponent
 
 
 @dataclass(frozen=True)
@@ -20,9 +22,10 @@ class PipelineEntry:
     preset: str
     description: str
 
-    def load(self) -> Callable[..., Any]:
+    def load(self) -> GraphComponent:
         module, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        pipeline: GraphComponent = getattr(importlib.import_module(module), attr)
+        return pipeline
 
 
 PIPELINES: dict[str, PipelineEntry] = {
