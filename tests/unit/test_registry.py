@@ -58,7 +58,7 @@ def test_run_lifecycle_and_versions(store: RegistryConfig, onnx_file: Path, tmp_
 
 
 def test_champion_without_accuracy_tag_is_an_error(store: RegistryConfig, onnx_file: Path) -> None:
-    run_id = registry.start_run(store, "k", None, {})
+    run_id = registry.start_run(store, "k", store.artifact_location, {})
     v = registry.register_onnx(store, run_id, onnx_file, {}, EXAMPLE)
     registry.promote(store, v.version)
     with pytest.raises(RegistryError, match=r"no slipway\.accuracy tag"):
