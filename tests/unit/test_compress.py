@@ -93,3 +93,60 @@ def test_classifier_must_be_recognizable() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 7))
     with pytest.raises(ModelError, match="7 outputs, not 10"):
         classifier_layers(model, SHAPE, CLASSES)
+
+
+@pytest.mark.parametrize("budget", [100.0, 0.0])
+def test_the_prune_step_searches_the_ratio_from_the_smallest_model_up(
+    digits_splits, tmp_path: Path, budget
+) -> None:
+    """File in, file out, as the pipeline's prune step runs: ratios tried largest first, the first within
+    max_drop_points kept (else the smallest), every trial and the reason in the checkpoint's pruning record."""
+    from slipway import steps
+    from slipway.core.config import SlipwayConfig
+    from slipway.core.data import save_splits
+
+    dataset = tmp_path / "dataset"
+    save_splits(digits_splits, dataset)
+    student, teacher = _student(width=16), _student("student_cnn", width=32)
+    spec = ModelSpec(architecture="student_cnn", kwargs={"width": 16})
+    save_model(student, spec, SHAPE, CLASSES, tmp_path / "student.pt")
+    save_model(
+        teacher,
+        ModelSpec(architecture="student_cnn", kwargs={"width": 32}),
+        SHAPE,
+        CLASSES,
+        tmp_path / "t.pt",
+    )
+    prune = PruneConfig(ratio=0.25, ratios=[0.25, 0.75, 0.5], max_drop_points=budget, finetune=QUICK)
+    cfg = SlipwayConfig().model_copy(
+        update={"compress": SlipwayConfig().compress.model_copy(update={"prune": prune})}
+    )
+
+    report = steps.prune_student(
+        cfg, dataset, tmp_path / "student.pt", tmp_path / "t.pt", tmp_path / "pruned.pt"
+    )
+
+    ratios = [t.ratio for t in report.search]
+    assert ratios == [0.75, 0.5, 0.25][: len(ratios)]  # largest first, stopping at the first within budget
+    assert [t.within_budget for t in report.search] == [t.drop_points <= budget for t in report.search]
+    assert not any(t.within_budget for t in report.search[:-1])
+    if budget == 100.0:
+        assert ratios == [0.75] and report.reason.startswith("kept ratio 0.75, the largest within budget")
+    elif not report.search[-1].within_budget:
+        assert ratios == [0.75, 0.5, 0.25] and report.reason.startswith("no ratio of [0.75, 0.5, 0.25]")
+    kept = report.search[-1]
+    assert (report.ratio, report.params_after, report.val_accuracy_finetuned) == (
+        kept.ratio,
+        kept.params_after,
+        kept.val_accuracy_finetuned,
+    )
+    model, payload = load_model(tmp_path / "pruned.pt")
+    assert count_parameters(model) == kept.params_after
+    assert payload["pruning"]["search"] == [t.model_dump() for t in report.search]
+
+
+def test_prune_ratios_must_be_distinct_fractions() -> None:
+    assert PruneConfig(ratios=[0.25, 0.5]).ratios == [0.5, 0.25]
+    for bad in ([], [1.0], [0.5, 0.5], [-0.1]):
+        with pytest.raises(ValueError, match="distinct fractions"):
+            PruneConfig(ratios=bad)

@@ -45,3 +45,13 @@ CASES = [
 @pytest.mark.parametrize(("step", "outputs", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_key_number(step: str, outputs: dict, expected: str) -> None:
     assert key_number(step, outputs) == expected
+
+
+def test_a_searched_prune_ratio_is_named() -> None:
+    pruned = {
+        "params_before": 5178, "params_after": 1442, "val_accuracy_finetuned": 0.98, "ratio": 0.5,
+        "search": [{"ratio": 0.5}],
+    }  # fmt: skip
+    assert key_number("prune", {"pruned_model": pruned}).startswith(
+        "ratio 0.5 (1 tried), params 1,442 of 5,178"
+    )

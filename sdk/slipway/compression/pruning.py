@@ -28,8 +28,19 @@ log = logging.getLogger(__name__)
 PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
 
+class PruneTrial(BaseModel):
+    """One ratio tried by the prune step's search (compress.prune.ratios)."""
+
+    ratio: float
+    params_after: int
+    val_accuracy_finetuned: float
+    drop_points: float  # unpruned student's validation accuracy minus this one's, in points
+    within_budget: bool
+
+
 class PruneReport(BaseModel):
-    """What pruning did and what it cost, before and after fine-tuning."""
+    """What pruning did and what it cost, before and after fine-tuning; with a ratio search, every ratio tried
+    (largest first) and why the kept one was kept."""
 
     method: str
     ratio: float
@@ -43,6 +54,8 @@ class PruneReport(BaseModel):
     val_accuracy_pruned: float
     val_accuracy_finetuned: float
     finetune_epochs: int
+    search: list[PruneTrial] = []
+    reason: str = ""
 
 
 def _example(input_shape: Sequence[int]) -> torch.Tensor:

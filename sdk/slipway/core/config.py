@@ -14,7 +14,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from slipway.core.cluster_config import ClusterConfig
 from slipway.core.drift_rule import DriftRule
@@ -293,6 +293,15 @@ class PruneConfig(StrictModel):
         "unstructured: zero single weights by magnitude (sparsity only, same size and speed)",
     )
     ratio: float = Field(0.3, ge=0, lt=1, description="fraction of channels (or weights) to remove")
+    ratios: list[float] | None = Field(
+        None,
+        description="search the ratio: each is tried from the largest down (the smallest model first) and the "
+        "first whose fine-tuned validation accuracy stays within max_drop_points of the unpruned student's is "
+        "kept, else the smallest ratio; null: `ratio` alone",
+    )
+    max_drop_points: float = Field(
+        0.5, ge=0, le=100, description="with `ratios`: validation accuracy, in points, that pruning may cost"
+    )
     importance: Literal["l1", "l2", "bn_scale"] = Field("l2", description="how channels are ranked")
     iterative_steps: int = Field(1, ge=1, le=100, description="prune in this many rounds")
     round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this")
@@ -300,6 +309,15 @@ class PruneConfig(StrictModel):
         default_factory=FinetuneConfig,
         description="distillation fine-tuning after pruning (epochs=0 is not allowed: it always recovers)",
     )
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return None
+        if not value or any(not 0 <= r < 1 for r in value) or len(set(value)) != len(value):
+            raise ValueError(f"expected distinct fractions in [0, 1), at least one; got {value}")
+        return sorted(value, reverse=True)
 
 
 class QuantizeConfig(StrictModel):

@@ -115,6 +115,8 @@ def key_number(step: str, outputs: dict[str, Any]) -> str:
         before, after = pruned["params_before"], pruned["params_after"]
         accuracy = pruned.get("val_accuracy_finetuned")
         text = f"params {after:,} of {before:,} ({_share(after, before)})"
+        if pruned.get("search"):  # compress.prune.ratios: say which ratio of how many won
+            text = f"ratio {pruned['ratio']:g} ({len(pruned['search'])} tried), " + text
         return text + (f", val acc {accuracy:.4f}" if accuracy is not None else "")
     quantized = [
         m

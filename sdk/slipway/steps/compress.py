@@ -21,12 +21,12 @@ import torch
 
 from slipway import registry
 from slipway.compression.onnx_export import check_parity, export_onnx, onnx_predict, ort_session
-from slipway.compression.pruning import PruneReport, prune_and_finetune
+from slipway.compression.pruning import PruneReport, PruneTrial, prune_and_finetune
 from slipway.compression.quantize import calibration_sample, convert_fp16, quantize_int8
 from slipway.compression.selection import Selection, choose
 from slipway.core import data as data_lib
 from slipway.core.artifacts import metadata_path, read_metadata, sha256_file, write_metadata
-from slipway.core.config import ModelSpec, SlipwayConfig
+from slipway.core.config import ModelSpec, PruneConfig, SlipwayConfig
 from slipway.core.errors import ExportError, NotFoundError
 from slipway.core.models import count_parameters, load_model, save_model
 from slipway.evaluation.evaluate import (
@@ -123,7 +123,11 @@ def prune_student(
     teacher_path: Path | None,
     output_path: Path,
 ) -> PruneReport:
-    """Prune the student and fine-tune it by distillation from the teacher (the source itself when None)."""
+    """Prune the student and fine-tune it by distillation from the teacher (the source itself when None).
+
+    With `compress.prune.ratios` the ratio is searched: from the largest (the smallest model) down, the first
+    whose fine-tuned validation accuracy stays within `max_drop_points` of the unpruned student's is kept, so the
+    format selection after it still has the rest of the accuracy budget; when none does, the smallest ratio."""
     splits = data_lib.load_splits(dataset_path)
     student, payload = load_model(model_path)
     teacher = load_model(teacher_path)[0] if teacher_path is not None else load_model(model_path)[0]
@@ -132,25 +136,66 @@ def prune_student(
     if finetune.checkpoint_dir is None and cfg.distill.checkpoint_dir is not None:
         finetune = finetune.model_copy(update={"checkpoint_dir": cfg.distill.checkpoint_dir})
     spec = ModelSpec.model_validate(payload["spec"])
-    # Resume only the same pruning of the same weights: the key names the source file and the prune config.
-    key = hashlib.sha256((sha256_file(model_path) + prune_cfg.model_dump_json()).encode()).hexdigest()[:12]
-    ckpt = checkpoint_dir(
-        finetune, f"pruned-{key}", splits.fingerprint, spec, output_path.parent / "prune-ckpt"
-    )
-    torch.manual_seed(cfg.seed)
-    pruned, report = prune_and_finetune(
-        student,
-        teacher,
-        (splits.x_train, splits.y_train, splits.x_val, splits.y_val),
-        splits.input_shape,
-        splits.num_classes,
-        prune_cfg,
-        cfg.seed,
-        ckpt,
-        finetune,
-    )
+    ratios = prune_cfg.ratios or [prune_cfg.ratio]
+    trials: list[PruneTrial] = []
+    for ratio in ratios:
+        tried = prune_cfg if prune_cfg.ratios is None else prune_cfg.model_copy(update={"ratio": ratio})
+        # Resume only the same pruning of the same weights: the key names the source file and the prune config.
+        key = hashlib.sha256((sha256_file(model_path) + tried.model_dump_json()).encode()).hexdigest()[:12]
+        ckpt = checkpoint_dir(
+            finetune, f"pruned-{key}", splits.fingerprint, spec, output_path.parent / "prune-ckpt"
+        )
+        torch.manual_seed(cfg.seed)
+        pruned, report = prune_and_finetune(
+            student,
+            teacher,
+            (splits.x_train, splits.y_train, splits.x_val, splits.y_val),
+            splits.input_shape,
+            splits.num_classes,
+            tried,
+            cfg.seed,
+            ckpt,
+            finetune,
+        )
+        drop = (report.val_accuracy_before - report.val_accuracy_finetuned) * 100
+        trials.append(
+            PruneTrial(
+                ratio=ratio,
+                params_after=report.params_after,
+                val_accuracy_finetuned=report.val_accuracy_finetuned,
+                drop_points=drop,
+                within_budget=drop <= prune_cfg.max_drop_points,
+            )
+        )
+        if prune_cfg.ratios is not None:
+            log.info("prune ratio %.2f: %s", ratio, _trial_line(trials[-1], prune_cfg.max_drop_points))
+        if trials[-1].within_budget:
+            break
+    if prune_cfg.ratios is not None:
+        report = report.model_copy(update={"search": trials, "reason": _prune_reason(trials, prune_cfg)})
+        log.info("%s", report.reason)
     save_model(pruned, spec, splits.input_shape, splits.num_classes, output_path, pruning=report.model_dump())
     return report
+
+
+def _trial_line(trial: PruneTrial, budget: float) -> str:
+    verdict = "within" if trial.within_budget else "over"
+    return (
+        f"{trial.params_after:,} params, validation accuracy {trial.val_accuracy_finetuned:.4f}, "
+        f"{trial.drop_points:.2f} points under the unpruned student ({verdict} the {budget:g}-point budget)"
+    )
+
+
+def _prune_reason(trials: list[PruneTrial], prune_cfg: PruneConfig) -> str:
+    kept = trials[-1]
+    if kept.within_budget:
+        larger = [f"{t.ratio:g}" for t in trials[:-1]]
+        tried = f" ({', '.join(larger)} cost more)" if larger else ""
+        return f"kept ratio {kept.ratio:g}, the largest within budget{tried}: {_trial_line(kept, prune_cfg.max_drop_points)}"
+    return (
+        f"no ratio of {[t.ratio for t in trials]} stayed within {prune_cfg.max_drop_points:g} points: kept the "
+        f"smallest, {kept.ratio:g}: {_trial_line(kept, prune_cfg.max_drop_points)}"
+    )
 
 
 def quantize_onnx(
