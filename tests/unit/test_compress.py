@@ -95,50 +95,58 @@ def test_classifier_must_be_recognizable() -> None:
         classifier_layers(model, SHAPE, CLASSES)
 
 
-@pytest.mark.parametrize("budget", [100.0, 0.0])
+# The accuracy each ratio costs, in points (the real pruning and fine-tuning run; only the score is set, so
+# that every branch of the search is taken for sure): budget -> (ratios tried, the kept one, the reason's start)
+COSTS = {0.75: 5.0, 0.5: 2.0, 0.25: 1.0}
+SEARCHES = {
+    100.0: ([0.75], "kept ratio 0.75, the largest within budget:"),
+    1.5: ([0.75, 0.5, 0.25], "kept ratio 0.25, the largest within budget (0.75, 0.5 cost more):"),
+    0.5: (
+        [0.75, 0.5, 0.25],
+        "no ratio of [0.75, 0.5, 0.25] stayed within 0.5 points: kept the smallest, 0.25",
+    ),
+}
+
+
+@pytest.mark.parametrize("budget", SEARCHES)
 def test_the_prune_step_searches_the_ratio_from_the_smallest_model_up(
-    digits_splits, tmp_path: Path, budget
+    digits_splits, tmp_path: Path, budget: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """File in, file out, as the pipeline's prune step runs: ratios tried largest first, the first within
-    max_drop_points kept (else the smallest), every trial and the reason in the checkpoint's pruning record."""
+    max_drop_points kept (else the smallest), every trial and the reason in the checkpoint's pruning record;
+    each ratio fine-tunes in its own checkpoint folder (a shared one resumed the wrong widths)."""
     from slipway import steps
     from slipway.core.config import SlipwayConfig
     from slipway.core.data import save_splits
+    from slipway.steps import compress
 
+    real = compress.prune_and_finetune
+
+    def costing(*args, **kwargs):
+        model, report = real(*args, **kwargs)
+        cost = COSTS[args[5].ratio] / 100
+        return model, report.model_copy(update={"val_accuracy_finetuned": report.val_accuracy_before - cost})
+
+    monkeypatch.setattr(compress, "prune_and_finetune", costing)
     dataset = tmp_path / "dataset"
     save_splits(digits_splits, dataset)
-    student, teacher = _student(width=16), _student("student_cnn", width=32)
     spec = ModelSpec(architecture="student_cnn", kwargs={"width": 16})
-    save_model(student, spec, SHAPE, CLASSES, tmp_path / "student.pt")
-    save_model(
-        teacher,
-        ModelSpec(architecture="student_cnn", kwargs={"width": 32}),
-        SHAPE,
-        CLASSES,
-        tmp_path / "t.pt",
-    )
+    save_model(_student(width=16), spec, SHAPE, CLASSES, tmp_path / "student.pt")
     prune = PruneConfig(ratio=0.25, ratios=[0.25, 0.75, 0.5], max_drop_points=budget, finetune=QUICK)
-    cfg = SlipwayConfig().model_copy(
-        update={"compress": SlipwayConfig().compress.model_copy(update={"prune": prune})}
-    )
+    cfg = SlipwayConfig()
+    cfg = cfg.model_copy(update={"compress": cfg.compress.model_copy(update={"prune": prune})})
 
-    report = steps.prune_student(
-        cfg, dataset, tmp_path / "student.pt", tmp_path / "t.pt", tmp_path / "pruned.pt"
-    )
+    report = steps.prune_student(cfg, dataset, tmp_path / "student.pt", None, tmp_path / "pruned.pt")
 
-    ratios = [t.ratio for t in report.search]
-    assert ratios == [0.75, 0.5, 0.25][: len(ratios)]  # largest first, stopping at the first within budget
-    assert [t.within_budget for t in report.search] == [t.drop_points <= budget for t in report.search]
-    assert not any(t.within_budget for t in report.search[:-1])
-    if budget == 100.0:
-        assert ratios == [0.75] and report.reason.startswith("kept ratio 0.75, the largest within budget")
-    elif not report.search[-1].within_budget:
-        assert ratios == [0.75, 0.5, 0.25] and report.reason.startswith("no ratio of [0.75, 0.5, 0.25]")
+    tried, reason = SEARCHES[budget]
+    assert [t.ratio for t in report.search] == tried and report.reason.startswith(reason)
+    assert [t.within_budget for t in report.search] == [COSTS[r] <= budget for r in tried]
+    assert [t.drop_points for t in report.search] == pytest.approx([COSTS[r] for r in tried])
     kept = report.search[-1]
-    assert (report.ratio, report.params_after, report.val_accuracy_finetuned) == (
-        kept.ratio,
-        kept.params_after,
-        kept.val_accuracy_finetuned,
+    assert (report.ratio, report.params_after) == (kept.ratio, kept.params_after)
+    assert (
+        sorted({t.params_after for t in report.search}, reverse=True)
+        == [t.params_after for t in report.search][::-1]
     )
     model, payload = load_model(tmp_path / "pruned.pt")
     assert count_parameters(model) == kept.params_after

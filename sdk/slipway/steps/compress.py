@@ -143,7 +143,7 @@ def prune_student(
         # Resume only the same pruning of the same weights: the key names the source file and the prune config.
         key = hashlib.sha256((sha256_file(model_path) + tried.model_dump_json()).encode()).hexdigest()[:12]
         ckpt = checkpoint_dir(
-            finetune, f"pruned-{key}", splits.fingerprint, spec, output_path.parent / "prune-ckpt"
+            finetune, f"pruned-{key}", splits.fingerprint, spec, output_path.parent / f"prune-ckpt-{key}"
         )
         torch.manual_seed(cfg.seed)
         pruned, report = prune_and_finetune(
