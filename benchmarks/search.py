@@ -64,7 +64,18 @@ def quickstart(output: Path, overrides: list[str]) -> dict[str, Any]:
         "student_format": (summary.get("student") or {}).get("format"),
         "student_params": (summary.get("student") or {}).get("params"),
         "search": _search_digest(search),
+        "prune": _prune_digest(summary),
     }
+
+
+def _prune_digest(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The prune step's kept ratio and the ratios it tried (compress.prune.ratios), from its pruned_model output."""
+    step = next((s for s in summary.get("steps", []) if s.get("step") == "prune-student"), None)
+    pruned = ((step or {}).get("outputs") or {}).get("pruned_model") or {}
+    if "ratio" not in pruned:
+        return None
+    tried = [t["ratio"] for t in pruned.get("search") or []]
+    return {"ratio": pruned["ratio"], "tried": tried, "reason": pruned.get("reason", "")}
 
 
 def _search_digest(report: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -106,6 +117,13 @@ def run(datasets: list[str], workdir: Path) -> dict[str, Any]:
     return result
 
 
+def _prune_cell(prune: dict[str, Any] | None) -> str:
+    if not prune:
+        return "-"
+    tried = f" ({', '.join(f'{t:g}' for t in prune['tried'])})" if prune["tried"] else ""
+    return f"{prune['ratio']:g}{tried}"
+
+
 def _machine() -> str:
     import torch
 
@@ -122,15 +140,17 @@ def markdown(result: dict[str, Any]) -> str:
         f"Target (#16): with the search on, the run passes the default gate in at most {TARGET_RATIO:.0f}x the time "
         "of the run with the fixed student.",
         "",
-        "| dataset | run | wall s | gate | teacher acc | student acc | student params | shipped format |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |",
+        "| dataset | run | wall s | gate | teacher acc | student acc | student params | prune ratio kept (tried) "
+        "| shipped format |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- |",
     ]
     for name, ds in result["datasets"].items():
         for label, r in ds["runs"].items():
             gate = "passed" if r["gate_passed"] else "rejected"
             lines.append(
                 f"| {name} | {label} | {r['seconds']:.0f} | {gate} | {_pct(r['teacher_accuracy'])} | "
-                f"{_pct(r['student_accuracy'])} | {r['student_params'] or 0:,} | {r['student_format']} |"
+                f"{_pct(r['student_accuracy'])} | {r['student_params'] or 0:,} | {_prune_cell(r.get('prune'))} | "
+                f"{r['student_format']} |"
             )
     lines.append("")
     for name, ds in result["datasets"].items():
