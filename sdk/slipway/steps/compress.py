@@ -137,11 +137,12 @@ def prune_student(
         finetune = finetune.model_copy(update={"checkpoint_dir": cfg.distill.checkpoint_dir})
     spec = ModelSpec.model_validate(payload["spec"])
     ratios = prune_cfg.ratios or [prune_cfg.ratio]
+    source_digest = sha256_file(model_path)
     trials: list[PruneTrial] = []
     for ratio in ratios:
         tried = prune_cfg if prune_cfg.ratios is None else prune_cfg.model_copy(update={"ratio": ratio})
         # Resume only the same pruning of the same weights: the key names the source file and the prune config.
-        key = hashlib.sha256((sha256_file(model_path) + tried.model_dump_json()).encode()).hexdigest()[:12]
+        key = hashlib.sha256((source_digest + tried.model_dump_json()).encode()).hexdigest()[:12]
         ckpt = checkpoint_dir(
             finetune, f"pruned-{key}", splits.fingerprint, spec, output_path.parent / f"prune-ckpt-{key}"
         )
@@ -188,13 +189,14 @@ def _trial_line(trial: PruneTrial, budget: float) -> str:
 
 def _prune_reason(trials: list[PruneTrial], prune_cfg: PruneConfig) -> str:
     kept = trials[-1]
+    line = _trial_line(kept, prune_cfg.max_drop_points)
     if kept.within_budget:
         larger = [f"{t.ratio:g}" for t in trials[:-1]]
         tried = f" ({', '.join(larger)} cost more)" if larger else ""
-        return f"kept ratio {kept.ratio:g}, the largest within budget{tried}: {_trial_line(kept, prune_cfg.max_drop_points)}"
+        return f"kept ratio {kept.ratio:g}, the largest within budget{tried}: {line}"
     return (
         f"no ratio of {[t.ratio for t in trials]} stayed within {prune_cfg.max_drop_points:g} points: kept the "
-        f"smallest, {kept.ratio:g}: {_trial_line(kept, prune_cfg.max_drop_points)}"
+        f"smallest, {kept.ratio:g}: {line}"
     )
 
 
