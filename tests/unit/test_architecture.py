@@ -80,3 +80,21 @@ def test_top_level_help_and_version_import_no_command_module() -> None:
         main_modules = {"slipway.cli.main", "slipway.cli.errors"}
         loaded = sorted(n for n in imported if n.startswith("slipway.cli.") and n not in main_modules)
         assert not loaded and "pydantic" not in imported, f"`slipway {argv[0]}` imports {loaded}"
+
+
+def test_step_exports_load_lazily_from_the_module_their_map_names() -> None:
+    """slipway.steps imports a step's module on first use (`_EXPORTS`): every exported name resolves to the object
+    its module defines, and a step that needs neither torch nor scikit-learn (the gate) imports neither."""
+    import importlib
+    import json
+
+    from slipway import steps
+
+    assert sorted(steps._EXPORTS) == sorted(steps.__all__)
+    for name, module in steps._EXPORTS.items():
+        assert getattr(steps, name) is getattr(importlib.import_module(f"slipway.steps.{module}"), name)
+    code = "import json, sys; from slipway import steps; steps.begin, steps.gate_candidate; print(json.dumps(list(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = set(json.loads(done.stdout))
+    assert not loaded & {"torch", "sklearn"}, sorted(loaded & {"torch", "sklearn"})
